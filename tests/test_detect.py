@@ -1,0 +1,96 @@
+"""Face detection: geometry, the detectors on real photos, recall on the 200 Kaggle images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from maskpipe.detect import (CALIBRATION, DetectorSettings, FaceDetector, calibrate_box, clip_box,
+                             detection_recall, get_detector, iou, kaggle_samples)
+from maskpipe.imaging import open_rgb
+
+KAGGLE = "kaggle-face-mask-detection"
+
+
+def test_calibrate_box_shifts_centre_and_scales_sides():
+    assert calibrate_box((10, 20, 30, 60), (0.0, 0.0, 1.0, 1.0)) == (10, 20, 30, 60)
+    # width 20, height 40: centre moves 0.5*20 right and 0.25*40 down, sides x2 and x0.5
+    assert calibrate_box((10, 20, 30, 60), (0.5, 0.25, 2.0, 0.5)) == pytest.approx((10, 40, 50, 60))
+
+
+def test_clip_box_and_iou():
+    assert clip_box((-5, -1, 120, 50), 100, 40) == (0, 0, 100, 40)
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+
+
+def test_settings_validation():
+    assert DetectorSettings.from_params({"detector": "dlib_hog", "upsample": 2}).upsample == 2
+    with pytest.raises(ValueError, match="unknown detector 'haar'"):
+        DetectorSettings.from_params({"detector": "haar"})
+    with pytest.raises(ValueError, match="upsample"):
+        DetectorSettings.from_params({"upsample": 7})
+
+
+def test_blank_picture_has_no_faces():
+    for name in ("mtcnn", "dlib_hog"):
+        assert get_detector(DetectorSettings(name=name))(Image.new("RGB", (200, 160), (128, 128, 128))) == []
+
+
+@pytest.mark.shared
+def test_dlib_hog_finds_unmasked_frontal_faces(shared):
+    """HOG is made for frontal unmasked faces: the centred LFW faces are nearly all found."""
+    files = sorted((shared / "lfw-subset").rglob("*.jpg"))[:20]
+    detector = get_detector(DetectorSettings(name="dlib_hog"))
+    found = 0
+    for path in files:
+        faces = detector(open_rgb(path))
+        # LFW photos are 250x250 with the face in the middle (the crop stage's lfw_box 68..182)
+        found += any(iou(f.box, (68, 68, 182, 182)) >= 0.3 for f in faces)
+    print(f"dlib_hog on LFW: {found}/{len(files)}")
+    assert found >= 0.8 * len(files)
+
+
+@pytest.mark.shared
+def test_boxes_stay_inside_the_image_and_are_sorted(shared):
+    img = open_rgb(shared / KAGGLE / "images" / "maksssksksss30.png")
+    faces = get_detector(DetectorSettings())(img)
+    assert faces
+    for f in faces:
+        x0, y0, x1, y1 = f.box
+        assert 0 <= x0 < x1 <= img.width and 0 <= y0 < y1 <= img.height
+        assert 0 < f.score <= 1
+    assert [f.box[1] for f in faces] == sorted(f.box[1] for f in faces)
+
+
+@pytest.mark.shared
+def test_mtcnn_recall_on_the_200_kaggle_images(shared):
+    """The detection rate the README quotes, measured on every mirrored Kaggle image.
+
+    Measured: recall 0.62 (541 of 867 annotated faces at IoU >= 0.5), precision 0.88; faces under
+    16 px wide are mostly missed (0.17), faces >= 32 px found 8 times in 10. The floor (0.45)
+    is a sanity bound: the HOG detector scores 0.10 here, and a box-mapping bug (e.g. the
+    calibration applied twice or not at all) drops the rate well below it.
+    """
+    result = detection_recall(kaggle_samples(shared / KAGGLE), get_detector(DetectorSettings()))
+    print("\nMTCNN on Kaggle (200 images):", json.dumps(result))
+    assert result["images"] == 200 and result["faces"] == 867
+    assert result["recall"] >= 0.45
+    assert result["precision"] >= 0.7
+    # the box calibration constants are what this measurement gives (re-measure if this fails)
+    assert result["calibration_median"] == pytest.approx(list(CALIBRATION["mtcnn"]), abs=0.03)
+
+
+@pytest.mark.shared
+def test_mtcnn_beats_dlib_hog_on_masked_faces(shared):
+    """Why mtcnn is the default: on the same Kaggle images HOG misses most (masked) faces."""
+    samples = list(kaggle_samples(shared / KAGGLE, limit=40))
+    mtcnn = detection_recall(samples, get_detector(DetectorSettings(name="mtcnn")))
+    hog = detection_recall(samples, FaceDetector(DetectorSettings(name="dlib_hog", upsample=1)))
+    print(f"\nfirst 40 Kaggle images, recall at IoU 0.5: mtcnn {mtcnn['recall']:.3f} "
+          f"({mtcnn['ms_per_image']:.0f} ms/img), dlib_hog {hog['recall']:.3f} ({hog['ms_per_image']:.0f} ms/img)")
+    print("dlib_hog by face width:", hog["by_width"])
+    assert mtcnn["recall"] > 2 * hog["recall"]
