@@ -1,0 +1,443 @@
+"""Evaluate one trained model: its test split and its extra sets -> metrics, plot data, PNGs, MLflow.
+
+Which images (``select_samples`` with the model's own resolved params, stored in the artifact):
+- ``test``: the model's ``datasets`` test split (source-image-grouped by the crop stage);
+- extra sets from ``evaluate.extra_sets.<model>``: ``<set name>: [datasets]``, again the test
+  split only - for the synthetic-trained model the real crops of the *train* split include the
+  unmasked faces it was trained on, so only test crops are unseen.
+Labels a model has no class for (``mask_weared_incorrect`` for a with/without model) are not
+scored as right or wrong; they are counted (``<set>/excluded/<label>``) and what the model
+calls them is reported as shares (``<set>/excluded_as/<label>/<class>``).
+
+One-class (autoencoder, trained on ``with_mask`` only): anomaly = ``without_mask``. The
+reconstruction error and the latent Mahalanobis distance are each thresholded at the
+``threshold_percentile`` of their values on the model's *training* images; metrics for the
+second score are prefixed ``<set>/mahalanobis/``.
+
+Outputs (``out_dir`` = metrics/plots/<model>/eval, replaced as a whole):
+    <set>/roc_<class>.csv | roc_reconstruction.csv, roc_mahalanobis.csv   (DVC plots)
+    <set>/confusion.csv [confusion_mahalanobis.csv]                        (DVC plots)
+    <set>/confusion.png, roc.png, predictions.png [score_histogram.png]    (PNGs)
+    <set>/predictions.csv    one row per image: path, label, predicted, scores
+    summary.json             classes, resolved params, set sizes, notes, skipped images
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from maskpipe.evaluation import plots
+from maskpipe.evaluation.metrics import (
+    ClassificationResult,
+    _r,
+    classification_metrics,
+    numeric_metrics,
+    significant,
+)
+from maskpipe.evaluation.oneclass import (
+    MahalanobisScorer,
+    anomaly_metrics,
+    latent_vectors,
+    percentile_threshold,
+)
+from maskpipe.imaging import ImageReadError, open_rgb
+from maskpipe.io import atomic_dir, write_csv, write_json
+from maskpipe.labels import LABELS, WITH_MASK, WITHOUT_MASK
+
+DEFAULTS = {
+    "threshold_percentile": 75,
+    "batch_size": 64,
+    "grid_size": 16,
+    "num_threads": 2,
+    "latent_pool": 1,
+    "extra_sets": {},
+}
+
+
+class EvaluationError(ValueError):
+    """Evaluation cannot run; the message names the model, file or set."""
+
+
+@dataclass
+class Scored:
+    """Scores of the images of one set that could be read."""
+
+    samples: pd.DataFrame          # path, label, label_idx, dataset (readable rows only)
+    scores: np.ndarray             # (N, C) predict_proba output
+    latents: np.ndarray | None     # (N, D) autoencoder latents, when asked for
+    skipped: list[dict] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------ scoring
+def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, base: Path,
+                  with_latents: bool = False, latent_pool: int = 1, desc: str = "") -> Scored:
+    """Run the model over ``samples`` (paths relative to ``base``); unreadable images are skipped."""
+    import torch
+
+    from maskpipe.training.predict import predict_proba
+    from maskpipe.training.transforms import preprocess
+
+    kept_rows: list[int] = []
+    skipped: list[dict] = []
+    scores: list[np.ndarray] = []
+    latents: list[np.ndarray] = []
+    rows = list(samples.itertuples(index=False))
+    bar = tqdm(total=len(rows), desc=desc or "evaluate", unit="img", disable=None, file=sys.stderr)
+    for start in range(0, len(rows), batch_size):
+        images, idx = [], []
+        for i, row in enumerate(rows[start:start + batch_size], start=start):
+            try:
+                images.append(open_rgb(base / row.path))
+                idx.append(i)
+            except ImageReadError as exc:
+                skipped.append({"path": row.path, "reason": str(exc)})
+        bar.update(len(rows[start:start + batch_size]))
+        if not images:
+            continue
+        batch = preprocess(images, meta["image_size"], meta["mean"], meta["std"])
+        scores.append(predict_proba(model, meta, batch))
+        if with_latents:
+            with torch.no_grad():
+                latents.append(latent_vectors(model.encoder(batch), latent_pool))
+        kept_rows.extend(idx)
+    bar.close()
+    n_cols = len(meta["classes"]) if meta["task"] != "oneclass" else 1
+    return Scored(
+        samples=samples.iloc[kept_rows].reset_index(drop=True),
+        scores=np.concatenate(scores) if scores else np.zeros((0, n_cols)),
+        latents=(np.concatenate(latents) if latents else None) if with_latents else None,
+        skipped=skipped,
+    )
+
+
+# ------------------------------------------------------------------------------ sets
+def evaluation_sets(model_name: str, model_params: dict, eval_params: dict) -> dict[str, list[str]]:
+    """{set name: datasets}: ``test`` on the model's datasets, plus its extra sets."""
+    sets = {"test": list(model_params["datasets"])}
+    extra = (eval_params.get("extra_sets") or {}).get(model_name) or {}
+    if not isinstance(extra, dict):
+        raise EvaluationError(f"params.yaml: evaluate.extra_sets.{model_name} must map a set name to datasets")
+    for name, datasets in extra.items():
+        if name in sets or "/" in str(name):
+            raise EvaluationError(f"params.yaml: evaluate.extra_sets.{model_name}: bad set name {name!r}")
+        if not isinstance(datasets, list) or not datasets:
+            raise EvaluationError(
+                f"params.yaml: evaluate.extra_sets.{model_name}.{name} must be a non-empty list of datasets")
+        sets[str(name)] = [str(d) for d in datasets]
+    return sets
+
+
+def unused_eval_datasets_note(model_name: str, model_params: dict, sets: dict[str, list[str]]) -> list[str]:
+    """A model-level ``eval_datasets`` that no extra set covers would silently do nothing: say so."""
+    wanted = model_params.get("eval_datasets") or []
+    covered = {d for name, ds in sets.items() if name != "test" for d in ds}
+    missing = [d for d in wanted if d not in covered]
+    if not missing:
+        return []
+    return [f"models.{model_name}.eval_datasets lists {missing}, which no evaluation set uses; "
+            f"extra sets are declared in params.yaml evaluate.extra_sets.{model_name}"]
+
+
+def _excluded_metrics(prefix: str, samples: pd.DataFrame, predicted: np.ndarray,
+                      classes: Sequence[str]) -> tuple[dict, list[str]]:
+    """Counts of labels outside the model's classes, and the share predicted as each class."""
+    metrics: dict[str, Any] = {}
+    notes = []
+    outside = samples["label_idx"].to_numpy() < 0
+    for label in sorted(set(samples.loc[outside, "label"])):
+        mask = outside & (samples["label"].to_numpy() == label)
+        metrics[f"{prefix}/excluded/{label}"] = int(mask.sum())
+        for i, c in enumerate(classes):
+            metrics[f"{prefix}/excluded_as/{label}/{c}"] = _r(float((predicted[mask] == i).mean()))
+        notes.append(
+            f"{prefix}: {int(mask.sum())} {label} images are outside the model's classes "
+            f"{list(classes)}: not scored; {prefix}/excluded_as/{label}/<class> gives what the model called them"
+        )
+    return metrics, notes
+
+
+# ------------------------------------------------------------------------------ writing
+def _write_set_outputs(folder: Path, result: ClassificationResult, samples: pd.DataFrame,
+                       predicted: np.ndarray, confidence: np.ndarray, title: str, base: Path,
+                       grid_size: int, roc_names: dict[str, str] | None = None,
+                       confusion_name: str = "confusion", grid: bool = True, score_name: str = "p") -> None:
+    """ROC + confusion plot data and PNGs for one scored set (only images with a class)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    classes = result.classes
+    plots.write_roc_data(result.rocs, folder, roc_names)
+    actual = [classes[i] for i in samples["label_idx"]]
+    pred_names = [classes[i] for i in predicted]
+    plots.write_confusion_data(actual, pred_names, folder / f"{confusion_name}.csv")
+    plots.confusion_png(result.confusion, classes, folder / f"{confusion_name}.png", title)
+    if grid:
+        correct = predicted == samples["label_idx"].to_numpy()
+        picks = plots.pick_grid_samples(correct, confidence, grid_size)
+        items = []
+        for i in picks:
+            try:
+                img = open_rgb(base / samples["path"].iloc[i])
+            except ImageReadError:
+                continue
+            items.append({"image": img, "actual": actual[i], "predicted": pred_names[i],
+                          "confidence": float(confidence[i]), "correct": bool(correct[i]),
+                          "score_name": score_name})
+        plots.prediction_grid_png(items, folder / "predictions.png", f"{title}: right and wrong predictions")
+
+
+def _classifier_set(name: str, scored: Scored, meta: dict, folder: Path, base: Path, grid_size: int,
+                    model_name: str) -> tuple[dict, list[str], dict]:
+    classes = list(meta["classes"])
+    samples, scores = scored.samples, scored.scores
+    predicted_all = scores.argmax(axis=1)
+    extra_metrics, notes = _excluded_metrics(name, samples, predicted_all, classes)
+    inside = samples["label_idx"].to_numpy() >= 0
+    s_in, p_in = samples[inside].reset_index(drop=True), scores[inside]
+    if s_in.empty:
+        raise EvaluationError(f"{model_name}: set '{name}' has no images of the classes {classes}")
+    result = classification_metrics(s_in["label_idx"].to_numpy(), p_in, classes, prefix=name)
+    pred = p_in.argmax(axis=1)
+    _write_set_outputs(folder, result, s_in, pred, p_in.max(axis=1), f"{model_name} - {name}", base, grid_size)
+    plots.roc_png(result.rocs, folder / "roc.png", f"{model_name} - {name}: ROC")
+    frame = samples[["path", "label", "dataset"]].copy()
+    frame["predicted"] = [classes[i] for i in predicted_all]
+    for i, c in enumerate(classes):
+        frame[f"p_{c}"] = significant(scores[:, i])
+    write_csv(folder / "predictions.csv", frame)
+    metrics = {**result.metrics, **extra_metrics}
+    return metrics, result.notes + notes, {"confusion": result.confusion.tolist(), "classes": classes}
+
+
+def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Path, grid_size: int,
+                  model_name: str, thresholds: dict[str, float], mahalanobis: MahalanobisScorer | None,
+                  ) -> tuple[dict, list[str], dict]:
+    """Anomaly metrics of both scores; only with_mask (normal) and without_mask (anomaly) are scored."""
+    samples = scored.samples
+    labels = samples["label"].to_numpy()
+    scored_mask = np.isin(labels, [WITH_MASK, WITHOUT_MASK])
+    metrics: dict[str, Any] = {}
+    notes: list[str] = []
+    score_sets = {"reconstruction": scored.scores[:, 0]}
+    if mahalanobis is not None and scored.latents is not None:
+        score_sets["mahalanobis"] = mahalanobis.score(scored.latents)
+    for label in sorted(set(labels[~scored_mask])):
+        metrics[f"{name}/excluded/{label}"] = int((labels == label).sum())
+        for kind, s in score_sets.items():
+            key = f"{name}/excluded_mean_score/{label}" if kind == "reconstruction" else \
+                f"{name}/mahalanobis/excluded_mean_score/{label}"
+            metrics[key] = _r(float(s[labels == label].mean()))
+        notes.append(f"{name}: {int((labels == label).sum())} {label} images are neither normal (with_mask) "
+                     "nor the anomaly (without_mask): left out of the scores, their mean score is reported")
+    if not scored_mask.any():
+        raise EvaluationError(f"{model_name}: set '{name}' has no with_mask / without_mask images")
+    s_in = samples[scored_mask].reset_index(drop=True)
+    anomalous = s_in["label"].to_numpy() == WITHOUT_MASK
+    s_in = s_in.assign(label_idx=anomalous.astype(int))  # 0 normal, 1 anomaly
+    details: dict[str, Any] = {}
+    all_rocs = []
+    for kind, s_all in score_sets.items():
+        s = s_all[scored_mask]
+        prefix = name if kind == "reconstruction" else f"{name}/mahalanobis"
+        res = anomaly_metrics(s, anomalous, thresholds[kind], prefix, WITH_MASK, WITHOUT_MASK)
+        metrics.update(res.metrics)
+        notes.extend(res.notes)
+        pred = (s > thresholds[kind]).astype(int)
+        # "confidence" for the grid: how far the score is past the threshold, relative to it
+        confidence = np.abs(s - thresholds[kind]) / (abs(thresholds[kind]) or 1.0)
+        suffix = "" if kind == "reconstruction" else "_mahalanobis"
+        _write_set_outputs(folder, res, s_in, pred, confidence, f"{model_name} - {name} ({kind})", base,
+                           grid_size, roc_names={WITHOUT_MASK: f"roc_{kind}"},
+                           confusion_name=f"confusion{suffix}", grid=kind == "reconstruction",
+                           score_name="margin")
+        for roc in res.rocs:
+            roc.positive = f"{kind}: {WITHOUT_MASK}"
+            all_rocs.append(roc)
+        plots.score_histogram_png(
+            {WITH_MASK: s[~anomalous], WITHOUT_MASK: s[anomalous]}, thresholds[kind],
+            folder / f"score_histogram{suffix}.png",
+            f"{model_name} - {name}: {kind} score by true label",
+            "reconstruction error (MSE)" if kind == "reconstruction" else "latent Mahalanobis distance")
+        details[kind] = {"confusion": res.confusion.tolist(), "threshold": thresholds[kind]}
+    plots.roc_png(all_rocs, folder / "roc.png", f"{model_name} - {name}: ROC (positive = {WITHOUT_MASK})")
+    frame = samples[["path", "label", "dataset"]].copy()
+    for kind, s_all in score_sets.items():
+        frame[f"score_{kind}"] = significant(s_all)
+        frame[f"anomaly_{kind}"] = s_all > thresholds[kind]
+    write_csv(folder / "predictions.csv", frame)
+    details["classes"] = [WITH_MASK, WITHOUT_MASK]
+    return metrics, notes, details
+
+
+def _check_trainer_percentile(meta: dict, q: float, threshold: float, model_name: str) -> list[str]:
+    """The trainer stores percentiles of the same training errors; a mismatch means the
+    training images or their preprocessing changed since the model was trained."""
+    stored = meta.get("error_percentiles") or []
+    if not float(q).is_integer() or len(stored) != 101:
+        return []
+    expected = float(stored[int(q)])
+    if abs(expected - threshold) <= 1e-6 * max(abs(expected), 1e-12) + 1e-9:
+        return []
+    return [f"{model_name}: threshold {threshold:.6g} differs from the training-time percentile "
+            f"{expected:.6g}: the training images changed since training"]
+
+
+# ------------------------------------------------------------------------------ orchestration
+@dataclass
+class EvaluationOutput:
+    metrics: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def evaluate_model(
+    model_name: str,
+    *,
+    model_path: Path,
+    crops_index: Path,
+    synthetic_index: Path,
+    eval_params: dict,
+    metrics_path: Path,
+    out_dir: Path,
+    base: Path = Path("."),
+    mlflow_run_file: Path | None = None,
+) -> EvaluationOutput:
+    """Evaluate ``model_path`` on its sets; write ``metrics_path`` and ``out_dir``; log to MLflow
+    when ``mlflow_run_file`` is given. Returns the metrics and the summary."""
+    import torch
+
+    from maskpipe.training.artifact import load_model
+    from maskpipe.training.data import read_crops, read_synthetic, select_samples
+
+    p = {**DEFAULTS, **(eval_params or {})}
+    torch.set_num_threads(max(1, int(p["num_threads"])))
+    model, meta = load_model(model_path)
+    params = meta["params"]
+    if meta.get("model_name") not in (None, model_name):
+        raise EvaluationError(f"{model_path}: holds model '{meta['model_name']}', not '{model_name}'")
+    crops = read_crops(crops_index)
+    synth = read_synthetic(synthetic_index)
+    task = meta["task"]
+    sets = evaluation_sets(model_name, params, p)
+    notes_from_params = unused_eval_datasets_note(model_name, params, sets)
+    batch_size = int(p["batch_size"])
+    oneclass = task == "oneclass"
+
+    metrics: dict[str, Any] = {}
+    notes: list[str] = list(notes_from_params)
+    skipped: list[dict] = []
+    set_info: dict[str, Any] = {}
+    thresholds: dict[str, float] = {}
+    mahalanobis = None
+
+    with atomic_dir(out_dir) as tmp_dir:
+        if oneclass:
+            train = select_samples(crops, synth, params, "train")
+            if train.empty:
+                raise EvaluationError(f"{model_name}: no training images to set the one-class threshold from")
+            tr = score_samples(model, meta, train, batch_size, base, with_latents=hasattr(model, "encoder"),
+                               latent_pool=int(p["latent_pool"]), desc=f"{model_name} train scores")
+            skipped += tr.skipped
+            q = float(p["threshold_percentile"])
+            thresholds["reconstruction"] = percentile_threshold(tr.scores[:, 0], q)
+            notes += _check_trainer_percentile(meta, q, thresholds["reconstruction"], model_name)
+            metrics["oneclass/train_n"] = int(len(tr.samples))
+            metrics["oneclass/threshold_percentile"] = q
+            if tr.latents is not None:
+                mahalanobis = MahalanobisScorer.fit(tr.latents)
+                thresholds["mahalanobis"] = percentile_threshold(mahalanobis.score(tr.latents), q)
+                metrics["oneclass/mahalanobis_shrinkage"] = _r(mahalanobis.shrinkage)
+                metrics["oneclass/latent_dim"] = int(tr.latents.shape[1])
+            else:
+                notes.append(f"{model_name}: the model has no encoder; no Mahalanobis baseline")
+
+        for set_name, datasets in sets.items():
+            samples = select_samples(crops, synth, params, "test", datasets=datasets, labels=list(LABELS))
+            try:
+                if samples.empty:
+                    raise EvaluationError(
+                        f"{model_name}: no test images in set '{set_name}' (datasets {datasets}); "
+                        "are they enabled and cropped?")
+                scored = score_samples(model, meta, samples, batch_size, base,
+                                       with_latents=oneclass and mahalanobis is not None,
+                                       latent_pool=int(p["latent_pool"]), desc=f"{model_name} {set_name}")
+                skipped += scored.skipped
+                folder = tmp_dir / set_name
+                if oneclass:
+                    m, n, details = _oneclass_set(set_name, scored, meta, folder, base, int(p["grid_size"]),
+                                                  model_name, thresholds, mahalanobis)
+                else:
+                    m, n, details = _classifier_set(set_name, scored, meta, folder, base,
+                                                    int(p["grid_size"]), model_name)
+            except EvaluationError as exc:
+                if set_name == "test":
+                    raise
+                # an extra set is secondary: a small run may have none of its images
+                notes.append(f"{exc}; set '{set_name}' skipped")
+                continue
+            metrics.update(m)
+            notes.extend(n)
+            set_info[set_name] = {
+                "datasets": datasets,
+                "n_scored": int(m[f"{set_name}/n"]),
+                "labels": {str(k): int(v) for k, v in scored.samples["label"].value_counts().sort_index().items()},
+                **details,
+            }
+        if skipped:
+            notes.append(f"{len(skipped)} unreadable images skipped (listed in summary.json)")
+
+        metrics = {k: metrics[k] for k in sorted(metrics)}
+        summary = {
+            "model": model_name,
+            "arch": meta["arch"],
+            "task": task,
+            "classes": list(meta["classes"]),
+            "image_size": meta["image_size"],
+            "epoch": meta.get("epoch"),
+            "params": params,
+            "sets": set_info,
+            "thresholds": thresholds,
+            "threshold_percentile": float(p["threshold_percentile"]) if oneclass else None,
+            "notes": notes,
+            "skipped_images": skipped,
+            "metrics_file": str(metrics_path),
+        }
+        write_json(tmp_dir / "summary.json", summary)
+    write_json(metrics_path, metrics)
+
+    if mlflow_run_file is not None:
+        log_to_mlflow(Path(mlflow_run_file).parent, metrics, out_dir, metrics_path, notes)
+    return EvaluationOutput(metrics, summary)
+
+
+def log_to_mlflow(model_dir: Path, metrics: dict, out_dir: Path, metrics_path: Path, notes: list[str]) -> None:
+    """Add the evaluation to the model's training run (data/models/<model>/mlflow_run.json)."""
+    import mlflow
+
+    from maskpipe import tracking
+
+    with tracking.resume_run(model_dir):
+        mlflow.log_metrics(numeric_metrics(metrics))
+        # a null metric (undefined ROC-AUC) cannot be logged as a number: say so in a tag
+        undefined = sorted(k for k, v in metrics.items() if v is None)
+        mlflow.set_tags({
+            "eval.undefined_metrics": ", ".join(undefined)[:4999] or "none",
+            "eval.notes": " | ".join(notes)[:4999] or "none",
+        })
+        mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
+        mlflow.log_artifact(str(metrics_path), artifact_path="evaluation")
+
+
+def load_summary(out_dir: Path) -> dict:
+    path = Path(out_dir) / "summary.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise EvaluationError(f"{path}: not found (run dvc repro evaluate@<model>)") from exc
+    except json.JSONDecodeError as exc:
+        raise EvaluationError(f"{path}: not valid JSON ({exc})") from exc

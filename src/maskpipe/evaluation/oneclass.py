@@ -1,0 +1,88 @@
+"""One-class (anomaly) evaluation of the autoencoder trained on masked faces only.
+
+Two scores, both "higher = more anomalous = more likely unmasked":
+- reconstruction error: per-image mean squared error of the autoencoder's output;
+- latent Mahalanobis distance: the encoder's output, average-pooled to a small vector, is
+  modelled as one Gaussian fitted on the *training* (masked) latents with Ledoit-Wolf
+  shrinkage (the sample covariance of ~10^2 images in ~10^2 dimensions is singular or
+  close to it); the score is the Mahalanobis distance to that Gaussian.
+
+Each score becomes a classifier by a threshold at a percentile of the training scores
+(``evaluate.threshold_percentile``, default 75: a quarter of the training faces would be
+flagged). The positive class of the ROC is the anomaly (``without_mask``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from maskpipe.evaluation.metrics import ClassificationResult, _r, classification_metrics
+
+
+def percentile_threshold(train_scores: Sequence[float], percentile: float) -> float:
+    """The ``percentile``-th percentile (0-100) of the training scores."""
+    scores = np.asarray(train_scores, dtype=float)
+    if scores.size == 0:
+        raise ValueError("no training scores to set a threshold from")
+    if not 0 <= float(percentile) <= 100:
+        raise ValueError(f"threshold percentile must be within 0..100, got {percentile}")
+    return float(np.percentile(scores, float(percentile)))
+
+
+@dataclass
+class MahalanobisScorer:
+    """A Gaussian fitted on normal-class features; ``score`` is the Mahalanobis distance."""
+
+    mean: np.ndarray
+    precision: np.ndarray  # inverse of the shrunk covariance
+    shrinkage: float
+
+    @classmethod
+    def fit(cls, features: np.ndarray) -> "MahalanobisScorer":
+        from sklearn.covariance import LedoitWolf
+
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] < 2:
+            raise ValueError(f"need at least 2 training feature vectors, got shape {x.shape}")
+        lw = LedoitWolf().fit(x)
+        return cls(mean=lw.location_, precision=lw.precision_, shrinkage=float(lw.shrinkage_))
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        d = np.asarray(features, dtype=np.float64) - self.mean
+        sq = np.einsum("ij,jk,ik->i", d, self.precision, d)
+        return np.sqrt(np.maximum(sq, 0.0))
+
+
+def anomaly_metrics(
+    scores: Sequence[float],
+    is_anomaly: Sequence[bool],
+    threshold: float,
+    prefix: str,
+    normal_class: str,
+    anomaly_class: str,
+) -> ClassificationResult:
+    """Metrics of "score > threshold means anomaly" with ROC-AUC of the raw score.
+
+    Classes are ``[normal_class, anomaly_class]`` so the ROC is that of the anomaly.
+    """
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(is_anomaly, dtype=bool).astype(int)
+    proba = np.stack([-s, s], axis=1)  # column 1 is the anomaly score; column 0 is unused by the ROC
+    y_pred = (s > threshold).astype(int)
+    result = classification_metrics(y, proba, [normal_class, anomaly_class], prefix=prefix, y_pred=y_pred)
+    result.metrics[f"{prefix}/threshold"] = _r(threshold)
+    for label, mask in ((normal_class, y == 0), (anomaly_class, y == 1)):
+        result.metrics[f"{prefix}/mean_score/{label}"] = _r(s[mask].mean()) if mask.any() else None
+    return result
+
+
+def latent_vectors(encoded, pool: int = 1) -> np.ndarray:
+    """Encoder output (N, C, H, W) average-pooled to (N, C * pool * pool) float64."""
+    import torch.nn.functional as F
+
+    if encoded.ndim == 4:
+        encoded = F.adaptive_avg_pool2d(encoded, pool)
+    return encoded.reshape(encoded.shape[0], -1).double().cpu().numpy()

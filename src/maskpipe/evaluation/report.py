@@ -1,0 +1,203 @@
+"""Cross-model report: metrics/report.md and metrics/report.json from each model's evaluation.
+
+Inputs per model: metrics/<model>.json (the numbers) and metrics/plots/<model>/eval/summary.json
+(task, classes, set sizes, notes and the resolved params the model was trained with).
+
+- Leaderboard: models ranked by ``report.primary_metric`` (default ``test/macro_f1``), higher is
+  better unless the metric is listed in ``report.lower_is_better``; undefined (null) values rank last.
+- Test sets: images scored per set and per label.
+- Params that differ: every flattened resolved param whose value is not the same for all
+  models (``name`` left out) - what actually distinguishes the rows of the leaderboard.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from maskpipe.params import flatten
+
+DEFAULT_COLUMNS = ["test/n", "test/accuracy", "test/macro_f1", "test/roc_auc"]
+IGNORED_PARAMS = {"name"}
+
+
+class ReportError(ValueError):
+    """A missing or malformed input; the message names the file."""
+
+
+@dataclass
+class ModelResult:
+    name: str
+    metrics: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ReportError(f"{path}: {what} not found (run dvc repro evaluate@<model> first)") from exc
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: {what} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: {what} must be a JSON object")
+    return data
+
+
+def load_results(models: Sequence[str], metrics_dir: Path, plots_dir: Path) -> list[ModelResult]:
+    if not models:
+        raise ReportError("no models given")
+    return [
+        ModelResult(
+            m,
+            _read_json(Path(metrics_dir) / f"{m}.json", "metrics"),
+            _read_json(Path(plots_dir) / m / "eval" / "summary.json", "evaluation summary"),
+        )
+        for m in models
+    ]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt(x) for x in v) if v else "[]"
+    return str(v).replace("|", "\\|")
+
+
+def _fmt_param(v: Any) -> str:
+    """Params as written (1e-05 stays 1e-05, not 0.0000)."""
+    if isinstance(v, float):
+        return repr(v)
+    return _fmt(v)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], fmt=_fmt) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c.replace("|", "\\|") for c in r) + " |"
+            for r in rows]
+    return "\n".join(out)
+
+
+def rank(results: Sequence[ModelResult], metric: str, lower_is_better: bool = False) -> list[ModelResult]:
+    """Sorted best first; a missing or null metric ranks last; ties keep the given order."""
+    def key(r: ModelResult):
+        v = r.metrics.get(metric)
+        if not isinstance(v, (int, float)):
+            return (1, 0.0)
+        return (0, v if lower_is_better else -v)
+
+    return sorted(results, key=key)
+
+
+def differing_params(results: Sequence[ModelResult]) -> dict[str, dict[str, Any]]:
+    """{param: {model: value}} for params whose value differs between models (missing = None)."""
+    flat = {r.name: flatten(r.summary.get("params") or {}) for r in results}
+    keys = sorted({k for f in flat.values() for k in f} - IGNORED_PARAMS)
+    out = {}
+    for k in keys:
+        values = {name: f.get(k) for name, f in flat.items()}
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) > 1:
+            out[k] = values
+    return out
+
+
+def common_settings(results: Sequence[ModelResult]) -> list[str]:
+    """One line naming the profile and seed when every model shares them."""
+    shared = []
+    for key in ("profile", "seed"):
+        values = {json.dumps((r.summary.get("params") or {}).get(key), default=str) for r in results}
+        if len(values) == 1:
+            value = (results[0].summary.get("params") or {}).get(key)
+            if value is not None:
+                shared.append(f"{key} `{value}`")
+    return [f"All models: {', '.join(shared)}."] if shared else []
+
+
+def extra_metric_columns(results: Sequence[ModelResult]) -> list[str]:
+    """Headline metrics of extra sets (real/..., kaggle/...) and of the Mahalanobis baseline."""
+    cols = []
+    for r in results:
+        for set_name in (r.summary.get("sets") or {}):
+            if set_name != "test":
+                for k in (f"{set_name}/n", f"{set_name}/macro_f1", f"{set_name}/roc_auc"):
+                    if k in r.metrics and k not in cols:
+                        cols.append(k)
+        k = "test/mahalanobis/roc_auc"
+        if k in r.metrics and k not in cols:
+            cols.append(k)
+    return cols
+
+
+def build_report(results: Sequence[ModelResult], primary_metric: str, lower_is_better: bool = False,
+                 columns: Sequence[str] | None = None) -> tuple[str, dict]:
+    """(markdown, json-able dict)."""
+    if not any(primary_metric in r.metrics for r in results):
+        known = sorted({k for r in results for k in r.metrics})
+        raise ReportError(f"report.primary_metric '{primary_metric}' is in no model's metrics "
+                          f"(e.g. {', '.join(known[:8])})")
+    columns = list(columns or DEFAULT_COLUMNS)
+    cols = [primary_metric] + [c for c in columns + extra_metric_columns(results) if c != primary_metric]
+    ranked = rank(results, primary_metric, lower_is_better)
+    diff = differing_params(results)
+
+    rows = []
+    for i, r in enumerate(ranked, start=1):
+        rows.append([str(i), f"`{r.name}`", r.summary.get("arch", "?"), r.summary.get("task", "?"),
+                     *[r.metrics.get(c) for c in cols]])
+    md = [
+        "# maskpipe model report",
+        "",
+        f"Ranked by `{primary_metric}` ({'lower' if lower_is_better else 'higher'} is better; "
+        "– = undefined, see notes). Metric names are those of `dvc metrics show` and MLflow.",
+        "Each model is scored on the test split of its own datasets and classes (see Test sets), "
+        "so compare rows with that in mind; the one-class model's F1 is at its percentile threshold.",
+        *common_settings(results),
+        "",
+        "## Leaderboard",
+        "",
+        _table(["#", "model", "arch", "task", *[f"`{c}`" for c in cols]], rows),
+        "",
+        "## Test sets",
+        "",
+    ]
+    set_rows = []
+    for r in ranked:
+        for set_name, info in (r.summary.get("sets") or {}).items():
+            labels = ", ".join(f"{k} {v}" for k, v in (info.get("labels") or {}).items())
+            set_rows.append([f"`{r.name}`", set_name, ", ".join(info.get("datasets") or []),
+                             info.get("n_scored"), labels])
+    md += [_table(["model", "set", "datasets", "images scored", "images by label"], set_rows), ""]
+    md += ["## Params that differ between models", ""]
+    if diff:
+        names = [r.name for r in ranked]
+        md.append(_table(["param", *[f"`{n}`" for n in names]],
+                         [[f"`{k}`", *[v[n] for n in names]] for k, v in diff.items()], fmt=_fmt_param))
+    else:
+        md.append("All models share the same params.")
+    notes = [(r.name, n) for r in ranked for n in (r.summary.get("notes") or [])]
+    if notes:
+        md += ["", "## Notes", ""] + [f"- `{name}`: {n}" for name, n in notes]
+    md.append("")
+
+    data = {
+        "primary_metric": primary_metric,
+        "lower_is_better": lower_is_better,
+        "columns": cols,
+        "leaderboard": [
+            {"rank": i, "model": r.name, "arch": r.summary.get("arch"), "task": r.summary.get("task"),
+             "classes": r.summary.get("classes"), "primary": r.metrics.get(primary_metric),
+             "metrics": {c: r.metrics.get(c) for c in cols},
+             "test_sizes": {s: info.get("n_scored") for s, info in (r.summary.get("sets") or {}).items()},
+             "notes": r.summary.get("notes") or []}
+            for i, r in enumerate(ranked, start=1)
+        ],
+        "differing_params": diff,
+    }
+    return "\n".join(md), data

@@ -1,0 +1,65 @@
+"""Loss functions by params: cross_entropy, bce (one logit), focal (multiclass or binary), mse."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al. 2017): alpha * (1 - p_t)^gamma * CE, mean over the batch.
+
+    Multiclass: logits (N, C), integer targets. Binary: one logit (N, 1) or (N,), float targets.
+    gamma = 0 and alpha = 1 give plain cross entropy / BCE.
+    """
+
+    def __init__(self, alpha: float = 1.0, gamma: float = 2.0):
+        super().__init__()
+        self.alpha, self.gamma = float(alpha), float(gamma)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.dim() == 1 or logits.shape[1] == 1:
+            logits = logits.view(-1)
+            target = target.view(-1).float()
+            ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        else:
+            ce = F.cross_entropy(logits, target.long(), reduction="none")
+        p_t = torch.exp(-ce)
+        return (self.alpha * (1.0 - p_t).pow(self.gamma) * ce).mean()
+
+
+class BCEOneLogit(nn.Module):
+    """BCEWithLogits for a single-logit binary model; targets are the class index (0/1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.bce(logits.view(-1), target.view(-1).float())
+
+
+class ReconstructionMSE(nn.Module):
+    """MSE between an autoencoder's output and its (unnormalised, [0,1]) input."""
+
+    def forward(self, recon: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(recon, inputs)
+
+
+def build_loss(params: dict) -> nn.Module:
+    name = params.get("loss")
+    if name == "cross_entropy":
+        return nn.CrossEntropyLoss()
+    if name == "bce":
+        return BCEOneLogit()
+    if name == "focal":
+        return FocalLoss(params.get("focal_alpha", 1.0), params.get("focal_gamma", 2.0))
+    if name == "mse":
+        return ReconstructionMSE()
+    raise ValueError(f"models.{params.get('name', '?')}.loss: unknown loss {name!r}")
+
+
+def per_sample_reconstruction_error(recon: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per image (N,) — the anomaly score of the oneclass model."""
+    return (recon.float() - inputs.float()).pow(2).flatten(1).mean(1)

@@ -1,0 +1,242 @@
+"""Architecture registry: models differ by a registry entry and params, never by a copied loop.
+
+Every model maps an NCHW float batch to
+- multiclass: logits (N, len(classes));
+- binary:     one logit (N, 1) for classes[1] (the positive class);
+- oneclass:   a reconstruction of the input (N, 3, H, W) in [0, 1] (autoencoder).
+
+Backbones that are frozen (`freeze_backbone: true`) stay in eval mode during training, so their
+BatchNorm statistics stay those of the pretrained weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from maskpipe.training.weights import load_pretrained_state
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    kind: str  # "classifier" | "autoencoder"
+    builder: Callable[[dict, int], nn.Module]
+    description: str
+
+
+ARCHS: dict[str, Arch] = {}
+
+
+def register(name: str, kind: str = "classifier", description: str = ""):
+    def deco(fn: Callable[[dict, int], nn.Module]):
+        ARCHS[name] = Arch(name, kind, fn, description or (fn.__doc__ or "").strip())
+        return fn
+
+    return deco
+
+
+def num_outputs(params: dict) -> int:
+    task = params["task"]
+    if task == "binary":
+        return 1
+    if task == "multiclass":
+        return len(params["classes"])
+    return 0  # autoencoder: output is an image
+
+
+def build_model(params: dict, load_weights: bool = True) -> nn.Module:
+    """The nn.Module for resolved model params (see config.resolve_model_params).
+
+    ``load_weights=False`` skips pretrained weights (used when a state_dict follows anyway,
+    e.g. loading an artifact).
+    """
+    arch = params.get("arch")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r} (known: {', '.join(sorted(ARCHS))})")
+    p = dict(params)
+    if not load_weights:
+        p["pretrained"] = None
+    return ARCHS[arch].builder(p, num_outputs(params))
+
+
+class FrozenBackboneModel(nn.Module):
+    """backbone (features) -> global average pool -> head. Backbone optionally frozen."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, freeze: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = head
+        self.frozen = bool(freeze)
+        if self.frozen:
+            for prm in self.backbone.parameters():
+                prm.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.backbone(x)
+        x = torch.flatten(self.pool(x), 1)
+        return self.head(x)
+
+
+def _load_backbone(model: nn.Module, params: dict, arch: str, drop_prefixes: tuple[str, ...]) -> None:
+    """Load pretrained torchvision weights into ``model``; the classifier weights are dropped."""
+    state = load_pretrained_state(arch, params.get("pretrained"), params.get("name", ""))
+    if state is None:
+        return
+    state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(drop_prefixes)]
+    if missing or unexpected:
+        raise ValueError(
+            f"pretrained weights for {arch} do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+
+
+# ------------------------------------------------------------------------------- resnet50
+class ResNetClassifier(nn.Module):
+    """torchvision ResNet-50 with its fc replaced; freezing keeps only fc trainable."""
+
+    def __init__(self, net: nn.Module, freeze: bool):
+        super().__init__()
+        self.net = net
+        self.frozen = bool(freeze)
+        if self.frozen:
+            for name, prm in self.net.named_parameters():
+                prm.requires_grad_(name.startswith("fc."))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            for name, module in self.net.named_children():
+                if name != "fc":
+                    module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@register("resnet50", description="torchvision ResNet-50, fc replaced by Linear(2048, outputs)")
+def _resnet50(params: dict, n_out: int) -> nn.Module:
+    import torchvision
+
+    net = torchvision.models.resnet50(weights=None)
+    _load_backbone(net, params, "resnet50", ("fc.",))
+    net.fc = nn.Linear(net.fc.in_features, n_out)
+    return ResNetClassifier(net, params.get("freeze_backbone", False))
+
+
+# ------------------------------------------------------------------------------- small_cnn
+class SmallCNN(nn.Module):
+    """2 conv layers (32, 64, 3x3) each with ReLU + 2x2 max-pool, FC 128, one output per logit."""
+
+    def __init__(self, image_size: int, n_out: int, dropout: float):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 32, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        )
+        side = ((image_size - 2) // 2 - 2) // 2
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(64 * side * side, 128), nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(128, n_out),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@register("small_cnn", description="2 conv (32, 64, 3x3) + max-pool + FC 128 + output")
+def _small_cnn(params: dict, n_out: int) -> nn.Module:
+    if params.get("pretrained"):
+        raise ValueError("small_cnn has no pretrained weights; set pretrained: null")
+    return SmallCNN(int(params["image_size"]), n_out, float(params.get("dropout", 0.5)))
+
+
+# ------------------------------------------------------------------------------- mobilenet_v3
+@register("mobilenet_v3_large",
+          description="MobileNetV3-Large features (frozen) + head 960-1280-640-classes, Hardswish, dropout")
+def _mobilenet_v3_large(params: dict, n_out: int) -> nn.Module:
+    import torchvision
+
+    net = torchvision.models.mobilenet_v3_large(weights=None)
+    _load_backbone(net, params, "mobilenet_v3_large", ("classifier.",))
+    p = float(params.get("dropout", 0.5))
+    head = nn.Sequential(
+        nn.Linear(960, 1280), nn.Hardswish(inplace=True), nn.Dropout(p),
+        nn.Linear(1280, 640), nn.Hardswish(inplace=True), nn.Dropout(p),
+        nn.Linear(640, n_out),
+    )
+    return FrozenBackboneModel(net.features, head, params.get("freeze_backbone", False))
+
+
+# ------------------------------------------------------------------------------- mobilenet_v2
+@register("mobilenet_v2",
+          description="MobileNetV2 ImageNet features (frozen) + head 1280-128-classes (ReLU, dropout)")
+def _mobilenet_v2(params: dict, n_out: int) -> nn.Module:
+    import torchvision
+
+    net = torchvision.models.mobilenet_v2(weights=None)
+    _load_backbone(net, params, "mobilenet_v2", ("classifier.",))
+    # the head of the widely used Keras mask detector: pool -> Dense 128 relu -> dropout -> out
+    head = nn.Sequential(
+        nn.Linear(1280, 128), nn.ReLU(inplace=True), nn.Dropout(float(params.get("dropout", 0.5))),
+        nn.Linear(128, n_out),
+    )
+    return FrozenBackboneModel(net.features, head, params.get("freeze_backbone", False))
+
+
+# ------------------------------------------------------------------------------- autoencoder
+class ConvAutoencoder(nn.Module):
+    """Encoder 3x (conv stride 2 + ReLU), decoder 3x (transposed conv stride 2), sigmoid output.
+
+    The last encoder width sets the bottleneck: (32, 64, 16) keeps S/8 x S/8 x 16 numbers (1/12 of
+    the input). A wide one (128) reconstructs any face about equally well, masked or not, which
+    makes the reconstruction error useless as an anomaly score (val AUC 0.55 vs 0.69 with 16,
+    masked vs unmasked faces, CPU profile).
+    """
+
+    def __init__(self, channels: tuple[int, int, int] = (32, 64, 16)):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, c1, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c3, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        )
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(c3, c2, 3, stride=2, padding=1, output_padding=1), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(c1, 3, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+@register("conv_autoencoder", kind="autoencoder",
+          description="3 conv + ReLU encoder, 3 transposed conv decoder + sigmoid (MSE)")
+def _conv_autoencoder(params: dict, n_out: int) -> nn.Module:
+    if params.get("pretrained"):
+        raise ValueError("conv_autoencoder has no pretrained weights; set pretrained: null")
+    channels = tuple(params.get("ae_channels") or (32, 64, 16))
+    return ConvAutoencoder(channels)  # type: ignore[arg-type]
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

@@ -1,0 +1,111 @@
+"""Pixels in: the same resize for the tensor cache, training and inference; augmentation on tensors.
+
+- ``to_uint8_chw(img, size)``: PIL image -> uint8 (3, size, size). The tensor cache is built with
+  it and ``preprocess`` (inference) uses it too, so a model sees identical pixels in both.
+- ``preprocess(images, image_size, mean, std)``: list of PIL images -> normalised float NCHW.
+- ``BatchAugmenter``: random flip / rotation / scale (one affine grid per batch) and
+  brightness / contrast, vectorised over a uint8 batch; random numbers come from a
+  ``torch.Generator`` so a seed fixes them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from maskpipe.imaging import to_rgb
+
+
+def to_uint8_chw(img: Image.Image, size: int) -> np.ndarray:
+    """RGB, resized to size x size (bilinear, antialiased when shrinking), as uint8 CHW."""
+    img = to_rgb(img)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 or [0,1] float NCHW -> (x - mean) / std as float32."""
+    if batch.dtype == torch.uint8:
+        batch = batch.float().div_(255.0)
+    m = torch.as_tensor(mean, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
+    return (batch - m) / s
+
+
+def preprocess(images: Sequence[Image.Image], image_size: int, mean: Sequence[float],
+               std: Sequence[float]) -> torch.Tensor:
+    """Inference input for a model artifact: ``preprocess(imgs, meta["image_size"], meta["mean"], meta["std"])``."""
+    if len(images) == 0:
+        return torch.empty(0, 3, image_size, image_size)
+    arr = np.stack([to_uint8_chw(im, image_size) for im in images])
+    return normalize(torch.from_numpy(arr), mean, std)
+
+
+class BatchAugmenter:
+    """Training augmentation applied to a whole uint8 batch at once.
+
+    ``augment`` items: hflip, rotation (+-rotation_degrees), scale (zoom in scale_range),
+    brightness_contrast (factors 1 +- brightness / contrast). Geometry is one affine
+    ``grid_sample`` per batch (border padding), not a per-image PIL round trip.
+    """
+
+    def __init__(self, augment: Sequence[str], mean: Sequence[float], std: Sequence[float],
+                 rotation_degrees: float = 15.0, scale_range: Sequence[float] = (0.85, 1.15),
+                 brightness: float = 0.2, contrast: float = 0.2):
+        self.augment = set(augment or [])
+        self.mean, self.std = list(mean), list(std)
+        self.rotation = float(rotation_degrees)
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.brightness, self.contrast = float(brightness), float(contrast)
+
+    @classmethod
+    def from_params(cls, params: dict, mean, std) -> "BatchAugmenter":
+        return cls(params.get("augment") or [], mean, std,
+                   rotation_degrees=params.get("rotation_degrees", 15.0),
+                   scale_range=params.get("scale_range", (0.85, 1.15)),
+                   brightness=params.get("brightness", 0.2), contrast=params.get("contrast", 0.2))
+
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None,
+                 train: bool = True) -> torch.Tensor:
+        x = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
+        if train and self.augment:
+            x = self._augment(x, generator)
+        return normalize(x, self.mean, self.std)
+
+    def _rand(self, n: int, generator, low: float, high: float) -> torch.Tensor:
+        return torch.rand(n, generator=generator) * (high - low) + low
+
+    def _augment(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        n = x.shape[0]
+        flip = (torch.rand(n, generator=g) < 0.5) if "hflip" in self.augment else torch.zeros(n, dtype=torch.bool)
+        geometric = {"rotation", "scale"} & self.augment
+        if geometric:
+            angle = (self._rand(n, g, -self.rotation, self.rotation) * math.pi / 180.0
+                     if "rotation" in self.augment else torch.zeros(n))
+            zoom = self._rand(n, g, *self.scale_range) if "scale" in self.augment else torch.ones(n)
+            sx = torch.where(flip, -1.0, 1.0) / zoom  # sampling grid: zoom in = smaller grid
+            sy = 1.0 / zoom
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            theta = torch.zeros(n, 2, 3)
+            theta[:, 0, 0] = cos * sx
+            theta[:, 0, 1] = -sin * sy
+            theta[:, 1, 0] = sin * sx
+            theta[:, 1, 1] = cos * sy
+            grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        elif flip.any():
+            idx = flip.nonzero().squeeze(1).to(x.device)
+            x[idx] = x[idx].flip(-1)
+        if "brightness_contrast" in self.augment:
+            b = self._rand(n, g, 1 - self.brightness, 1 + self.brightness).view(n, 1, 1, 1).to(x.device)
+            c = self._rand(n, g, 1 - self.contrast, 1 + self.contrast).view(n, 1, 1, 1).to(x.device)
+            x = x * b
+            gray = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = ((x - gray) * c + gray).clamp_(0.0, 1.0)
+        return x

@@ -1,0 +1,56 @@
+"""DVC stage `evaluate@<model>`: python stages/evaluate.py MODEL
+
+-> metrics/MODEL.json, metrics/plots/MODEL/eval/ (plot data, PNGs, summary.json),
+   and the same metrics and PNGs in the model's MLflow run (data/models/MODEL/mlflow_run.json).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from maskpipe.params import ParamsError, section
+
+
+def main(
+    model: str = typer.Argument(..., help="model name, a key of params.yaml `models:`"),
+    params: Path = typer.Option(Path("params.yaml"), help="params file"),
+    models_dir: Path = typer.Option(Path("data/models"), help="folder of <model>/model.pt"),
+    crops: Path = typer.Option(Path("data/crops/index.csv"), help="crop index"),
+    synthetic: Path = typer.Option(Path("data/synthetic/index.csv"), help="synthetic index"),
+    metrics_dir: Path = typer.Option(Path("metrics"), help="where <model>.json goes"),
+    plots_dir: Path = typer.Option(Path("metrics/plots"), help="where <model>/eval/ goes"),
+    mlflow: bool = typer.Option(True, help="log metrics and PNGs into the model's MLflow run"),
+) -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from maskpipe.evaluation.evaluate import EvaluationError, evaluate_model
+    from maskpipe.training.artifact import ArtifactError
+    from maskpipe.training.data import DataError
+
+    model_dir = models_dir / model
+    try:
+        out = evaluate_model(
+            model,
+            model_path=model_dir / "model.pt",
+            crops_index=crops,
+            synthetic_index=synthetic,
+            eval_params=section("evaluate", params) or {},
+            metrics_path=metrics_dir / f"{model}.json",
+            out_dir=plots_dir / model / "eval",
+            mlflow_run_file=(model_dir / "mlflow_run.json") if mlflow else None,
+        )
+    except (ParamsError, EvaluationError, ArtifactError, DataError, FileNotFoundError) as exc:
+        typer.echo(f"evaluate: {exc}", err=True)
+        raise typer.Exit(1)
+    m = out.metrics
+    shown = [k for k in m if k.split("/", 1)[-1] in ("n", "accuracy", "macro_f1", "roc_auc",
+                                                      "mahalanobis/roc_auc")]
+    typer.echo(f"{model}: " + ", ".join(f"{k}={m[k]}" for k in shown))
+    for note in out.summary["notes"]:
+        typer.echo(f"  note: {note}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

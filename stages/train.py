@@ -1,0 +1,52 @@
+"""DVC stage train@<model>: train one model of params.yaml `models:` (see maskpipe.training.run).
+
+    python stages/train.py mask_cnn
+
+Outputs: data/models/<model>/model.pt, checkpoint.pt (resume point), mlflow_run.json,
+metrics/plots/<model>/history.csv. Interrupted? Run it again: it resumes from the checkpoint
+when params, data and code are unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def main(
+    model: str = typer.Argument(..., help="a key of `models:` in params.yaml"),
+    params_file: Path = typer.Option(Path("params.yaml"), help="parameters file"),
+    crops_index: Path = typer.Option(Path("data/crops/index.csv")),
+    synth_index: Path = typer.Option(Path("data/synthetic/index.csv")),
+    models_dir: Path = typer.Option(Path("data/models")),
+    plots_dir: Path = typer.Option(Path("metrics/plots")),
+) -> None:
+    from maskpipe.params import ParamsError, load_params
+    from maskpipe.training.artifact import ArtifactError
+    from maskpipe.training.config import ConfigError
+    from maskpipe.training.data import DataError
+    from maskpipe.training.engine import NonFiniteLossError
+    from maskpipe.training.run import TrainPaths, train_model
+    from maskpipe.training.weights import PretrainedWeightsError
+
+    # the stage reads seed, train, profiles and models.<model> (dvc.yaml lists exactly these)
+    try:
+        all_params = load_params(params_file)
+        train_model(model, all_params, TrainPaths(crops_index, synth_index, models_dir, plots_dir))
+    except (ParamsError, ConfigError, DataError, NonFiniteLossError, PretrainedWeightsError,
+            ArtifactError) as exc:
+        typer.echo(f"train@{model}: {exc}", err=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        typer.echo(f"train@{model}: interrupted; run the stage again to resume from the last epoch",
+                   err=True)
+        raise typer.Exit(130)
+
+
+if __name__ == "__main__":
+    sys.exit(typer.run(main))
