@@ -24,7 +24,12 @@ test: install browser-deps
 browser-deps:
 	@bash tests/browser_deps.sh || echo "warning: no Chromium: the browser test skips (fails under CI=true)"
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed .dvc-html/plots-template.html
+
+# offline page for `dvc plots show` (vega from npm, not committed); without npm DVC uses its CDN page
+.dvc-html/plots-template.html: $(VENV)/.installed src/maskpipe/evaluation/html_template.py
+	$(BIN)/python -m maskpipe.evaluation.html_template || \
+		echo "note: offline plots template not built (needs npm); dvc plots show will load vega from a CDN"
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -169,7 +169,8 @@ def build_report(results: Sequence[ModelResult], primary_metric: str, lower_is_b
     ]
     set_rows = []
     for r in ranked:
-        for set_name, info in (r.summary.get("sets") or {}).items():
+        sets = r.summary.get("sets") or {}
+        for set_name, info in sorted(sets.items(), key=lambda kv: (kv[0] != "test", kv[0])):
             labels = ", ".join(f"{k} {v}" for k, v in (info.get("labels") or {}).items())
             set_rows.append([f"`{r.name}`", set_name, ", ".join(info.get("datasets") or []),
                              info.get("n_scored"), labels])
