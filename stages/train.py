@@ -10,6 +10,7 @@ when params, data and code are unchanged.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def main(
     from maskpipe.training.run import TrainPaths, train_model
     from maskpipe.training.weights import PretrainedWeightsError
 
+    def terminate(signum, frame):  # `kill`, `dvc queue kill`: end like Ctrl-C (MLflow run KILLED)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
     # the stage reads seed, train, profiles and models.<model> (dvc.yaml lists exactly these)
     try:
         all_params = load_params(params_file)

@@ -192,3 +192,42 @@ def test_monitor_val_accuracy_keeps_the_most_accurate_epoch():
     p_loss = dict(p, monitor="val_loss")
     assert engine.monitor_of(p_loss) == ("val_loss", "min") and engine.monitor_of(p) == ("val_accuracy", "max")
     assert engine.monitor_of(p, has_val=False) == ("train_loss", "min")
+
+
+@pytest.mark.slow
+def test_stage_killed_mid_training_exits_clearly_and_resumes(fake_repo, tmp_path):
+    """stages/train.py: SIGTERM after an epoch -> exit 130 and a one-line message; rerun resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from training_fakes import REPO
+
+    params = tiny_params(epochs=40)
+    (fake_repo / "params.yaml").write_text(yaml.safe_dump(params))
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", DVC_ROOT=str(fake_repo))
+    cmd = [sys.executable, str(REPO / "stages" / "train.py"), "mask_cnn"]
+    proc = subprocess.Popen(cmd, cwd=fake_repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    history = fake_repo / "metrics/plots/mask_cnn/history.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 3:  # 2 epochs done
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "train@mask_cnn: interrupted; run the stage again to resume" in err and "Traceback" not in err
+    done = torch.load(fake_repo / "data/models/mask_cnn/checkpoint.pt", weights_only=True)["epoch"]
+    assert 2 <= done < 40
+
+    # same params, data and code: the rerun continues (early stopping ends it well before epoch 40)
+    resumed = subprocess.run(cmd, cwd=fake_repo, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming after epoch {done}" in resumed.stdout
+    hist = pd.read_csv(history)
+    assert hist["epoch"].tolist() == list(range(1, len(hist) + 1)) and len(hist) > done

@@ -10,4 +10,5 @@ Modules (import what you need; nothing heavy is imported here):
 - engine      train_one_epoch / evaluate / fit (checkpoint, resume, early stopping)
 - artifact    save_model / load_model (data/models/<model>/model.pt)
 - predict     predict_proba(model, meta, batch)
+- run         train_model(model_name, all_params): what `stages/train.py <model>` does
 """

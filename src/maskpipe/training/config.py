@@ -9,7 +9,6 @@ model artifact, logged to MLflow, and compared on resume.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from maskpipe.labels import LABELS
@@ -175,7 +174,3 @@ def normalization(params: dict) -> tuple[list[float], list[float]]:
         return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
     return list(IMAGENET_MEAN), list(IMAGENET_STD)
 
-
-def public_params(params: dict) -> dict:
-    """A copy safe to store and log (plain YAML types)."""
-    return copy.deepcopy(params)

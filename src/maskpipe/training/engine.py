@@ -11,7 +11,6 @@ uninterrupted one would (on CPU).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -407,6 +406,3 @@ def _epoch_line(name: str, row: dict, epochs: int) -> str:
     parts.append(f"{row['seconds']:.1f}s")
     return " | ".join(parts)
 
-
-def copy_params(params: dict) -> dict:
-    return copy.deepcopy(params)

@@ -8,7 +8,6 @@ data/models/<model>/model.pt + metrics/plots/<model>/history.csv + MLflow run
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -207,12 +206,3 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
         f"{summary['train_seconds']} s")
     return summary
 
-
-def train_from_params_file(model_name: str, params_file: Path = Path("params.yaml"), **kwargs) -> dict[str, Any]:
-    from maskpipe.params import load_params
-
-    return train_model(model_name, load_params(params_file), **kwargs)
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")
