@@ -81,14 +81,17 @@ def test_tiny_training_leaves_an_mlflow_run_with_params_metrics_and_model(store)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "history")}
     artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, "params")}
     assert {"history/history.csv", "params/params.resolved.yaml"} <= artifacts
-    versions = client.search_model_versions("name='maskpipe-mask_cnn'")
-    assert len(versions) == 1 and versions[0].run_id == run.info.run_id
-    # the registered model loads and predicts
+    # the raw torch model is registered as maskpipe-<m>-torch, the servable pyfunc as maskpipe-<m>
+    for registered in ("maskpipe-mask_cnn-torch", "maskpipe-mask_cnn"):
+        versions = client.search_model_versions(f"name='{registered}'")
+        assert len(versions) == 1 and versions[0].run_id == run.info.run_id, registered
     mlflow.set_tracking_uri(info["tracking_uri"])
-    loaded = mlflow.pytorch.load_model("models:/maskpipe-mask_cnn/1")
+    loaded = mlflow.pytorch.load_model("models:/maskpipe-mask_cnn-torch/1")
     import torch
 
     assert loaded(torch.zeros(3, 3, 32, 32)).shape == (3, 1)
+    servable = mlflow.pyfunc.load_model("models:/maskpipe-mask_cnn/latest")
+    assert servable.metadata.metadata["classes"] == ["without_mask", "with_mask"]
 
     # evaluation logs into the same run
     with tracking.resume_run(root / "data/models/mask_cnn") as again:

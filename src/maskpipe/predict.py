@@ -105,7 +105,9 @@ class PredictSettings:
         from maskpipe.params import load_params
         from maskpipe.paths import repo_root
 
-        path = Path(params_path) if params_path else repo_root() / "params.yaml"
+        # the workspace's params first: under `dvc exp run --temp` that is the experiment's copy
+        local = Path("params.yaml")
+        path = Path(params_path) if params_path else (local if local.is_file() else repo_root() / "params.yaml")
         params = load_params(path) if path.is_file() else {}
         return cls.from_params(params.get("predict"), params.get("crop"), **overrides)
 

@@ -264,9 +264,11 @@ def pip_requirements() -> list[str]:
 
 
 def log_model(model: Any, meta: dict, *, register: bool = True, name: str = "model") -> Any:
-    """Log the trained torch model with mlflow.pytorch and register it as ``maskpipe-<model>``.
+    """Log the trained torch model with mlflow.pytorch, registered as ``maskpipe-<model>-torch``.
 
-    The one place model logging lives: serving adds a pyfunc flavour here. Returns the
+    ``maskpipe-<model>`` itself is the servable pyfunc model (image in, faces out) that
+    maskpipe.pyfunc.log_pyfunc_model logs next to this one: `mlflow models serve -m
+    models:/maskpipe-<model>/latest` must take images, not normalised tensors. Returns the
     ModelInfo. ``meta`` is the artifact meta (load_model's second value); its scalars are
     stored as model metadata.
     """
@@ -285,7 +287,7 @@ def log_model(model: Any, meta: dict, *, register: bool = True, name: str = "mod
 
     with torch.no_grad():
         signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
-    kwargs = dict(name=name, registered_model_name=f"maskpipe-{model_name}" if register else None,
+    kwargs = dict(name=name, registered_model_name=f"maskpipe-{model_name}-torch" if register else None,
                   signature=signature, input_example=example, pip_requirements=pip_requirements(),
                   metadata=metadata)
     with warnings.catch_warnings():

@@ -188,6 +188,10 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
 
             logged_model, meta = load_model(model_dir / "model.pt")
             tracking.log_model(logged_model, meta)
+            # the servable model: detector + preprocessing + labels + these weights, one pyfunc
+            from maskpipe.pyfunc import log_pyfunc_model
+
+            log_pyfunc_model(model_dir / "model.pt", f"maskpipe-{model_name}")
             tracking.write_run_file(model_dir, run)
             summary["mlflow_run_id"] = run.info.run_id
 
