@@ -35,13 +35,7 @@ def main(
     from maskpipe.training.run import TrainPaths, train_model
     from maskpipe.training.weights import PretrainedWeightsError
 
-    main_pid = os.getpid()
-
     def terminate(signum, frame):  # `kill`, `dvc queue kill`: end like Ctrl-C (MLflow run KILLED)
-        if os.getpid() != main_pid:
-            # a forked worker (tensor-cache pool) inherits this handler; Pool.terminate() sends it
-            # SIGTERM on a normal exit too, so it must simply die, quietly
-            os._exit(128 + signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)

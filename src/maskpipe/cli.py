@@ -93,16 +93,16 @@ def serve(
         import torch
 
         torch.set_num_threads(max(1, threads))
-        from maskpipe.params import load_params
-        from maskpipe.paths import repo_root
-        from maskpipe.predict import Predictor
+        from maskpipe.predict import Predictor, PredictSettings, repo_params
         from maskpipe.serve import ServeSettings
         from maskpipe.serve import serve as run_server
 
-        params_file = repo_root() / "params.yaml"
-        serve_cfg = ((load_params(params_file).get("predict") or {}).get("serve") if params_file.is_file() else None)
-        serve_settings = ServeSettings.from_params(serve_cfg, host=host, port=port, max_body_mb=max_body_mb)
-        predictor = Predictor.from_model(model, _settings(detector=detector))
+        params = repo_params()  # read once, for the serve and the predict settings alike
+        predict_cfg = params.get("predict") or {}
+        serve_settings = ServeSettings.from_params(predict_cfg.get("serve"), host=host, port=port,
+                                                   max_body_mb=max_body_mb)
+        settings = PredictSettings.from_params(predict_cfg, params.get("crop"), detector=detector)
+        predictor = Predictor.from_model(model, settings)
     except _user_errors() as exc:
         _fail(str(exc))
     if serve_settings.host not in ("127.0.0.1", "localhost", "::1"):

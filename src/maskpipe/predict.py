@@ -61,6 +61,17 @@ class NotAnImage(ImageReadError):
 
 
 # ------------------------------------------------------------------------------ settings
+def repo_params(params_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """params.yaml as a dict: ``params_path``, else the workspace's, else the repo root's; {} if none."""
+    from maskpipe.params import load_params
+    from maskpipe.paths import repo_root
+
+    # the workspace's params first: under `dvc exp run --temp` that is the experiment's copy
+    local = Path("params.yaml")
+    path = Path(params_path) if params_path else (local if local.is_file() else repo_root() / "params.yaml")
+    return load_params(path) if path.is_file() else {}
+
+
 @dataclass(frozen=True)
 class PredictSettings:
     """params.yaml `predict:` plus the crop geometry of `crop:` (padding, size, resize).
@@ -102,13 +113,7 @@ class PredictSettings:
     @classmethod
     def from_repo(cls, params_path: str | os.PathLike | None = None, **overrides: Any) -> "PredictSettings":
         """Settings from params.yaml (the repo's, when there is one), else the defaults."""
-        from maskpipe.params import load_params
-        from maskpipe.paths import repo_root
-
-        # the workspace's params first: under `dvc exp run --temp` that is the experiment's copy
-        local = Path("params.yaml")
-        path = Path(params_path) if params_path else (local if local.is_file() else repo_root() / "params.yaml")
-        params = load_params(path) if path.is_file() else {}
+        params = repo_params(params_path)
         return cls.from_params(params.get("predict"), params.get("crop"), **overrides)
 
     def validate(self) -> None:
@@ -133,7 +138,8 @@ class PredictSettings:
     def crop_settings(self):
         from maskpipe.crop import CropSettings
 
-        return CropSettings(padding=self.padding, size=self.crop_size, resize=self.resize)
+        # from_params validates (e.g. an unknown resize mode would otherwise silently letterbox)
+        return CropSettings.from_params({"padding": self.padding, "size": self.crop_size, "resize": self.resize})
 
 
 # ------------------------------------------------------------------------------ models

@@ -24,7 +24,6 @@ Outputs (``out_dir`` = metrics/plots/<model>/eval, replaced as a whole):
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -432,12 +431,3 @@ def log_to_mlflow(model_dir: Path, metrics: dict, out_dir: Path, metrics_path: P
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
         mlflow.log_artifact(str(metrics_path), artifact_path="evaluation")
 
-
-def load_summary(out_dir: Path) -> dict:
-    path = Path(out_dir) / "summary.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise EvaluationError(f"{path}: not found (run dvc repro evaluate@<model>)") from exc
-    except json.JSONDecodeError as exc:
-        raise EvaluationError(f"{path}: not valid JSON ({exc})") from exc

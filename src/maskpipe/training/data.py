@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import queue
+import signal
 import threading
 from dataclasses import dataclass
 from multiprocessing import Pool
@@ -140,6 +141,17 @@ def dataset_paths(crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, dataset
 
 
 # ------------------------------------------------------------------------------ tensor cache
+def _worker_signals() -> None:
+    """Cache workers die on SIGTERM at the kernel level and leave Ctrl-C to the parent.
+
+    Forked workers inherit the stage's Python SIGTERM handler; Pool.terminate() at the end of
+    every build sends them SIGTERM, and a Python-level handler can miss it while the worker
+    blocks waiting for a task (seen here: a stage hung after building its cache).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _decode(args: tuple[str, int]) -> np.ndarray:
     path, size = args
     return to_uint8_chw(open_rgb(path), size)
@@ -201,7 +213,7 @@ class TensorCache:
             bar = tqdm(total=len(paths), desc=f"cache {what}", unit="img", disable=self.progress is False or None)
             try:
                 if self.workers > 1 and len(paths) > 64:
-                    with Pool(self.workers) as pool:
+                    with Pool(self.workers, initializer=_worker_signals) as pool:
                         for i, arr in enumerate(pool.imap(_decode, jobs, chunksize=16)):
                             out[i] = arr
                             bar.update()
