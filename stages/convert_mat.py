@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from maskpipe import mafa
-from maskpipe.crop import CropConfigError, dataset_enabled
+from maskpipe.download import SourceInfoError, dataset_enabled
 from maskpipe.io import write_csv
 from maskpipe.params import ParamsError, section
 
@@ -32,7 +32,7 @@ def main(
         frames, notes = mafa.convert(raw, files, variables, enabled=dataset_enabled(raw))  # source.json from download
         for split, frame in frames.items():
             write_csv(out / f"mafa_{split}.csv", frame)
-    except (mafa.MafaFormatError, CropConfigError, ParamsError) as exc:
+    except (mafa.MafaFormatError, SourceInfoError, ParamsError) as exc:
         print(f"convert_mat: error: {exc}", file=sys.stderr)
         raise typer.Exit(1)
     for note in notes:

@@ -19,7 +19,6 @@ detector box at prediction time gets the same treatment) or `letterbox`
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import multiprocessing
 import re
@@ -34,6 +33,7 @@ import pandas as pd
 from PIL import Image
 
 from maskpipe import dedup, splits
+from maskpipe.download import dataset_enabled
 from maskpipe.imaging import ImageReadError, is_image_file, open_rgb
 from maskpipe.io import atomic_dir
 from maskpipe.labels import LABELS, WITH_MASK, WITHOUT_MASK, normalize_label
@@ -332,19 +332,6 @@ def collect_mafa(name: str, root: Path, interim: Path, mafa_cfg: dict[str, Any],
             if source.faces:
                 out.sources.append(source)
     return out
-
-
-def dataset_enabled(raw_dir: Path, params_enabled: bool = True) -> bool:
-    """Enabled in params and in the source.json the download stage wrote."""
-    if not params_enabled:
-        return False
-    info = raw_dir / "source.json"
-    if info.exists():
-        try:
-            return bool(json.loads(info.read_text(encoding="utf-8")).get("enabled", True))
-        except json.JSONDecodeError as exc:
-            raise CropConfigError(f"{info}: not valid JSON ({exc})") from exc
-    return True
 
 
 def _slug(text: str) -> str:

@@ -13,6 +13,7 @@ each attempt failed, the file count, the byte count and a checksum of the tree
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -36,6 +37,23 @@ from maskpipe.sources.kaggle_source import fetch_kaggle
 from maskpipe.sources.mirror import fetch_mirror
 
 SOURCE_JSON = "source.json"
+
+
+class SourceInfoError(ValueError):
+    """A source.json that cannot be read; the message names the file."""
+
+
+def dataset_enabled(raw_dir: str | os.PathLike, params_enabled: bool = True) -> bool:
+    """Enabled in params and in the source.json the download stage wrote into ``raw_dir``."""
+    if not params_enabled:
+        return False
+    info = Path(raw_dir) / SOURCE_JSON
+    if info.exists():
+        try:
+            return bool(json.loads(info.read_text(encoding="utf-8")).get("enabled", True))
+        except json.JSONDecodeError as exc:
+            raise SourceInfoError(f"{info}: not valid JSON ({exc})") from exc
+    return True
 DEFAULT_TIMEOUT = 60.0  # seconds per network connect / read
 
 
