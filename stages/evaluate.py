@@ -1,7 +1,8 @@
 """DVC stage `evaluate@<model>`: python stages/evaluate.py MODEL
 
--> metrics/MODEL.json, metrics/plots/MODEL/eval/ (plot data, PNGs, summary.json),
-   and the same metrics and PNGs in the model's MLflow run (data/models/MODEL/mlflow_run.json).
+-> metrics/models/MODEL.json (metrics), metrics/eval/MODEL/ (summary.json, predictions),
+   metrics/plots/MODEL/{roc,confusion,images}/ (DVC plots, one folder per kind), and the same
+   metrics and PNGs in the model's MLflow run (data/models/MODEL/mlflow_run.json).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ def main(
     models_dir: Path = typer.Option(Path("data/models"), help="folder of <model>/model.pt"),
     crops: Path = typer.Option(Path("data/crops/index.csv"), help="crop index"),
     synthetic: Path = typer.Option(Path("data/synthetic/index.csv"), help="synthetic index"),
-    metrics_dir: Path = typer.Option(Path("metrics"), help="where <model>.json goes"),
-    plots_dir: Path = typer.Option(Path("metrics/plots"), help="where <model>/eval/ goes"),
+    metrics_dir: Path = typer.Option(Path("metrics/models"), help="where <model>.json goes"),
+    eval_dir: Path = typer.Option(Path("metrics/eval"), help="where <model>/summary.json goes"),
+    plots_dir: Path = typer.Option(Path("metrics/plots"), help="where <model>/{roc,confusion,images}/ go"),
     mlflow: bool = typer.Option(True, help="log metrics and PNGs into the model's MLflow run"),
 ) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -38,8 +40,9 @@ def main(
             synthetic_index=synthetic,
             eval_params=section("evaluate", params) or {},
             metrics_path=metrics_dir / f"{model}.json",
-            out_dir=plots_dir / model / "eval",
+            out_dir=eval_dir / model,
             mlflow_run_file=(model_dir / "mlflow_run.json") if mlflow else None,
+            plots_dir=plots_dir / model,
         )
     except (ParamsError, EvaluationError, ArtifactError, DataError, FileNotFoundError) as exc:
         typer.echo(f"evaluate: {exc}", err=True)

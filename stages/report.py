@@ -1,33 +1,36 @@
-"""DVC stage `report`: python stages/report.py MODEL [MODEL ...]
+"""DVC stage `report`: python stages/report.py [MODEL ...]
 
 -> metrics/report.md and metrics/report.json: a leaderboard across the models, the test-set
-   sizes and the params that differ between models.
+   sizes and the params that differ between models. The models are `report.models` in
+   params.yaml (null = every model under `models:`), unless given on the command line.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
 from maskpipe.io import write_json, write_text
-from maskpipe.params import ParamsError, section
+from maskpipe.params import ParamsError, load_params
 
 
 def main(
-    models: List[str] = typer.Argument(..., help="model names to compare"),
+    models: Optional[List[str]] = typer.Argument(None, help="model names to compare (default: from params)"),
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
-    metrics_dir: Path = typer.Option(Path("metrics"), help="folder of <model>.json"),
-    plots_dir: Path = typer.Option(Path("metrics/plots"), help="folder of <model>/eval/summary.json"),
+    metrics_dir: Path = typer.Option(Path("metrics/models"), help="folder of <model>.json"),
+    eval_dir: Path = typer.Option(Path("metrics/eval"), help="folder of <model>/summary.json"),
     out_md: Path = typer.Option(Path("metrics/report.md"), help="markdown report"),
     out_json: Path = typer.Option(Path("metrics/report.json"), help="JSON report"),
 ) -> None:
-    from maskpipe.evaluation.report import ReportError, build_report, load_results
+    from maskpipe.evaluation.report import ReportError, build_report, load_results, report_models
 
     try:
-        cfg = section("report", params) or {}
-        results = load_results(models, metrics_dir, plots_dir)
+        all_params = load_params(params)
+        cfg = all_params.get("report") or {}
+        names = models or report_models(cfg, list(all_params.get("models") or {}))
+        results = load_results(names, metrics_dir, eval_dir)
         primary = str(cfg.get("primary_metric", "test/macro_f1"))
         md, data = build_report(results, primary, primary in (cfg.get("lower_is_better") or []),
                                 cfg.get("columns"))

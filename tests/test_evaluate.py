@@ -237,3 +237,26 @@ def test_an_empty_extra_set_is_skipped_with_a_note(tmp_path):
     assert out.metrics["test/n"] == 6 and not any(k.startswith("kaggle/") for k in out.metrics)
     assert any("set 'kaggle' skipped" in n for n in out.summary["notes"])
     assert not (tmp_path / "metrics/plots/cnn/eval/kaggle").exists()
+
+
+def test_arrange_plots_moves_each_kind_into_its_folder(tmp_path):
+    from maskpipe.evaluation.evaluate import arrange_plots
+
+    ev = tmp_path / "eval"
+    for set_name, files in {"test": ["roc_with_mask.csv", "roc_without_mask.csv", "confusion.csv",
+                                     "confusion_mahalanobis.csv", "confusion.png", "roc.png", "predictions.csv"],
+                            "real": ["roc_reconstruction.csv", "confusion.csv", "predictions.png"]}.items():
+        (ev / set_name).mkdir(parents=True)
+        for f in files:
+            (ev / set_name / f).write_text(f)
+    plots_dir = tmp_path / "plots"
+    arrange_plots(ev, plots_dir)
+    names = {k: sorted(p.name for p in (plots_dir / k).iterdir()) for k in ("roc", "confusion", "images")}
+    assert names == {
+        "roc": ["real_reconstruction.csv", "test_with_mask.csv", "test_without_mask.csv"],
+        "confusion": ["real.csv", "test.csv", "test_mahalanobis.csv"],
+        "images": ["real_predictions.png", "test_confusion.png", "test_roc.png"],
+    }
+    assert (plots_dir / "roc/test_with_mask.csv").read_text() == "roc_with_mask.csv"
+    # tables stay with the evaluation
+    assert sorted(p.name for p in (ev / "test").iterdir()) == ["predictions.csv"]

@@ -75,8 +75,11 @@ def test_dvc_repro_tiny_profile(tmp_path, repo, shared):
     models = yaml.safe_load((work / "params.yaml").read_text())["models"]
     for name in models:
         assert (work / f"data/models/{name}/model.pt").exists(), name
-        metrics = json.loads((work / f"metrics/{name}.json").read_text())
+        metrics = json.loads((work / f"metrics/models/{name}.json").read_text())
         assert any(k.startswith("test/") for k in metrics), (name, metrics)
+        # stage-level plots: one folder per kind (dvc.yaml declares each once per model)
+        assert any((work / f"metrics/plots/{name}/confusion").iterdir()), name
+        assert (work / f"metrics/eval/{name}/summary.json").exists(), name
     report = (work / "metrics/report.md").read_text()
     for name in models:
         assert name in report

@@ -41,14 +41,15 @@ MODELS = {
 
 def write_inputs(root: Path) -> None:
     for name, (metrics, summary) in MODELS.items():
-        (root / "metrics/plots" / name / "eval").mkdir(parents=True, exist_ok=True)
-        (root / "metrics" / f"{name}.json").write_text(json.dumps(metrics))
-        (root / "metrics/plots" / name / "eval/summary.json").write_text(json.dumps(summary))
+        (root / "metrics/eval" / name).mkdir(parents=True, exist_ok=True)
+        (root / "metrics/models").mkdir(parents=True, exist_ok=True)
+        (root / "metrics/models" / f"{name}.json").write_text(json.dumps(metrics))
+        (root / "metrics/eval" / name / "summary.json").write_text(json.dumps(summary))
 
 
 def test_report_ranks_shows_sizes_and_differing_params(tmp_path):
     write_inputs(tmp_path)
-    results = load_results(list(MODELS), tmp_path / "metrics", tmp_path / "metrics/plots")
+    results = load_results(list(MODELS), tmp_path / "metrics/models", tmp_path / "metrics/eval")
     md, data = build_report(results, "test/macro_f1")
     # synth has no test/macro_f1 -> ranked last, shown as –
     assert [e["model"] for e in data["leaderboard"]] == ["three", "cnn", "synth"]
@@ -78,11 +79,11 @@ def test_rank_lower_is_better_and_nulls_last():
 
 def test_unknown_primary_metric_and_missing_files_are_clear(tmp_path):
     write_inputs(tmp_path)
-    results = load_results(["cnn"], tmp_path / "metrics", tmp_path / "metrics/plots")
+    results = load_results(["cnn"], tmp_path / "metrics/models", tmp_path / "metrics/eval")
     with pytest.raises(ReportError, match="test/f2"):
         build_report(results, "test/f2")
     with pytest.raises(ReportError, match=r"nope\.json: metrics not found"):
-        load_results(["nope"], tmp_path / "metrics", tmp_path / "metrics/plots")
+        load_results(["nope"], tmp_path / "metrics/models", tmp_path / "metrics/eval")
 
 
 def test_report_stage_cli(tmp_path, repo):
@@ -99,3 +100,13 @@ def test_report_stage_cli(tmp_path, repo):
     assert bad.returncode == 1
     assert bad.stderr.strip().startswith("report: ") and "missing_model.json" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_report_models_come_from_params():
+    from maskpipe.evaluation.report import report_models
+
+    assert report_models({"models": None}, ["a", "b"]) == ["a", "b"]
+    assert report_models({}, ["a", "b"]) == ["a", "b"]
+    assert report_models({"models": ["b"]}, ["a", "b"]) == ["b"]
+    with pytest.raises(ReportError, match="report.models: c not under"):
+        report_models({"models": ["c"]}, ["a", "b"])

@@ -14,12 +14,14 @@ reconstruction error and the latent Mahalanobis distance are each thresholded at
 ``threshold_percentile`` of their values on the model's *training* images; metrics for the
 second score are prefixed ``<set>/mahalanobis/``.
 
-Outputs (``out_dir`` = metrics/plots/<model>/eval, replaced as a whole):
+Outputs (``out_dir`` = metrics/eval/<model>, replaced as a whole):
     <set>/roc_<class>.csv | roc_reconstruction.csv, roc_mahalanobis.csv   (DVC plots)
     <set>/confusion.csv [confusion_mahalanobis.csv]                        (DVC plots)
     <set>/confusion.png, roc.png, predictions.png [score_histogram.png]    (PNGs)
     <set>/predictions.csv    one row per image: path, label, predicted, scores
     summary.json             classes, resolved params, set sizes, notes, skipped images
+With ``plots_dir`` (the stage: metrics/plots/<model>), the plot files move to
+``plots_dir/{roc,confusion,images}/<set>_<name>`` (``arrange_plots``).
 """
 
 from __future__ import annotations
@@ -305,9 +307,13 @@ def evaluate_model(
     out_dir: Path,
     base: Path = Path("."),
     mlflow_run_file: Path | None = None,
+    plots_dir: Path | None = None,
 ) -> EvaluationOutput:
     """Evaluate ``model_path`` on its sets; write ``metrics_path`` and ``out_dir``; log to MLflow
-    when ``mlflow_run_file`` is given. Returns the metrics and the summary."""
+    when ``mlflow_run_file`` is given. Returns the metrics and the summary.
+
+    With ``plots_dir``, the plot files move out of ``out_dir`` into one folder per plot kind
+    (see ``arrange_plots``), so that dvc.yaml declares each kind once per model."""
     import torch
 
     from maskpipe.training.artifact import load_model
@@ -407,14 +413,43 @@ def evaluate_model(
             "metrics_file": str(metrics_path),
         }
         write_json(tmp_dir / "summary.json", summary)
+        if plots_dir is not None:
+            arrange_plots(tmp_dir, Path(plots_dir))
     write_json(metrics_path, metrics)
 
     if mlflow_run_file is not None:
-        log_to_mlflow(Path(mlflow_run_file).parent, metrics, out_dir, metrics_path, notes)
+        log_to_mlflow(Path(mlflow_run_file).parent, metrics, out_dir, metrics_path, notes,
+                      extra_dirs=[Path(plots_dir) / k for k in PLOT_KINDS] if plots_dir is not None else [])
     return EvaluationOutput(metrics, summary)
 
 
-def log_to_mlflow(model_dir: Path, metrics: dict, out_dir: Path, metrics_path: Path, notes: list[str]) -> None:
+# plot kind -> which files of a set folder it takes; each kind is one folder that dvc.yaml
+# declares once per model with its own template (a ROC line, a confusion matrix, images)
+PLOT_KINDS = {"roc": "roc_*.csv", "confusion": "confusion*.csv", "images": "*.png"}
+
+
+def arrange_plots(eval_dir: Path, plots_dir: Path) -> dict[str, list[Path]]:
+    """Move each set's plot files from ``eval_dir/<set>/`` to ``plots_dir/<kind>/<set>_<name>``:
+    roc/test_with_mask.csv, confusion/test.csv, images/test_roc.png ... Each kind folder is
+    replaced as a whole; tables (predictions.csv, summary.json) stay in ``eval_dir``."""
+    moved: dict[str, list[Path]] = {}
+    for kind, pattern in PLOT_KINDS.items():
+        with atomic_dir(plots_dir / kind) as tmp:
+            moved[kind] = []
+            for set_dir in sorted(p for p in eval_dir.iterdir() if p.is_dir()):
+                for f in sorted(set_dir.glob(pattern)):
+                    # roc_with_mask -> test_with_mask, confusion_mahalanobis -> test_mahalanobis,
+                    # confusion -> test, roc.png -> test_roc.png
+                    stem = {"roc": f.stem.removeprefix("roc_"),
+                            "confusion": f.stem.removeprefix("confusion").lstrip("_")}.get(kind, f.stem)
+                    target = tmp / (f"{set_dir.name}_{stem}{f.suffix}" if stem else f"{set_dir.name}{f.suffix}")
+                    f.replace(target)
+                    moved[kind].append(plots_dir / kind / target.name)
+    return moved
+
+
+def log_to_mlflow(model_dir: Path, metrics: dict, out_dir: Path, metrics_path: Path, notes: list[str],
+                  extra_dirs: Sequence[Path] = ()) -> None:
     """Add the evaluation to the model's training run (data/models/<model>/mlflow_run.json)."""
     import mlflow
 
@@ -429,5 +464,7 @@ def log_to_mlflow(model_dir: Path, metrics: dict, out_dir: Path, metrics_path: P
             "eval.notes": " | ".join(notes)[:4999] or "none",
         })
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
+        for folder in extra_dirs:
+            mlflow.log_artifacts(str(folder), artifact_path=f"evaluation/{Path(folder).name}")
         mlflow.log_artifact(str(metrics_path), artifact_path="evaluation")
 

@@ -1,6 +1,6 @@
 """Cross-model report: metrics/report.md and metrics/report.json from each model's evaluation.
 
-Inputs per model: metrics/<model>.json (the numbers) and metrics/plots/<model>/eval/summary.json
+Inputs per model: metrics/models/<model>.json (the numbers) and metrics/eval/<model>/summary.json
 (task, classes, set sizes, notes and the resolved params the model was trained with).
 
 - Leaderboard: models ranked by ``report.primary_metric`` (default ``test/macro_f1``), higher is
@@ -46,14 +46,26 @@ def _read_json(path: Path, what: str) -> dict:
     return data
 
 
-def load_results(models: Sequence[str], metrics_dir: Path, plots_dir: Path) -> list[ModelResult]:
+def report_models(report_cfg: dict | None, all_models: Sequence[str]) -> list[str]:
+    """The models the report compares: ``report.models`` (null = every key of ``models:``)."""
+    chosen = (report_cfg or {}).get("models")
+    if chosen is None:
+        return list(all_models)
+    unknown = [m for m in chosen if m not in all_models]
+    if unknown:
+        raise ReportError(f"params.yaml: report.models: {', '.join(unknown)} not under `models:` "
+                          f"(known: {', '.join(all_models)})")
+    return list(chosen)
+
+
+def load_results(models: Sequence[str], metrics_dir: Path, eval_dir: Path) -> list[ModelResult]:
     if not models:
         raise ReportError("no models given")
     return [
         ModelResult(
             m,
             _read_json(Path(metrics_dir) / f"{m}.json", "metrics"),
-            _read_json(Path(plots_dir) / m / "eval" / "summary.json", "evaluation summary"),
+            _read_json(Path(eval_dir) / m / "summary.json", "evaluation summary"),
         )
         for m in models
     ]

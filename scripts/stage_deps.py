@@ -1,0 +1,126 @@
+"""Which maskpipe modules each DVC stage runs, and whether dvc.yaml lists them all as deps.
+
+    python scripts/stage_deps.py           # print each stage's import closure within maskpipe
+    python scripts/stage_deps.py --check   # exit 1 naming every module missing from a stage's deps
+
+A stage's code is `stages/<name>.py` plus every `maskpipe` module it imports, directly or through
+other modules, including imports inside functions (lazy imports still run). A module counts as
+listed when its file, or a folder above it, is a dep of the stage. A change to an unlisted module
+would not rerun the stage: for a reproducible pipeline that is a correctness bug (tests run this).
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+PACKAGE = "maskpipe"
+
+
+def module_file(name: str, src: Path = SRC) -> Path | None:
+    """src/maskpipe/a/b.py or src/maskpipe/a/b/__init__.py for 'maskpipe.a.b' (None if neither)."""
+    base = src.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_name(path: Path, src: Path) -> str:
+    rel = path.relative_to(src).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(path: Path, src: Path = SRC) -> set[str]:
+    """maskpipe modules named by the imports of one file (absolute and relative, anywhere in it)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    is_pkg = path.name == "__init__.py"
+    here = _module_name(path, src) if path.is_relative_to(src) else ""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here.split(".") if is_pkg else here.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            # `from maskpipe.x import y` may import the submodule maskpipe.x.y
+            found.update(f"{mod}.{a.name}" for a in node.names)
+    return {m for m in found if m == PACKAGE or m.startswith(PACKAGE + ".")}
+
+
+def closure(script: Path, src: Path = SRC) -> set[Path]:
+    """Files of every maskpipe module ``script`` runs (parent packages' __init__ included)."""
+    todo, files = [script], set()
+    seen_scripts: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen_scripts:
+            continue
+        seen_scripts.add(path)
+        for name in imported_modules(path, src):
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__
+                f = module_file(".".join(parts[:i]), src)
+                if f is not None and f not in files:
+                    files.add(f)
+                    todo.append(f)
+    return files
+
+
+def stage_scripts(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, tuple[Path, list[str]]]:
+    """{stage: (its stages/<x>.py script, its deps)} from dvc.yaml (foreach stages once)."""
+    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))
+    out = {}
+    for name, stage in (spec.get("stages") or {}).items():
+        body = stage.get("do", stage)
+        cmd = body["cmd"] if isinstance(body["cmd"], str) else " ".join(body["cmd"])
+        scripts = [w for w in cmd.split() if w.startswith("stages/") and w.endswith(".py")]
+        if scripts:
+            deps = [d if isinstance(d, str) else next(iter(d)) for d in body.get("deps") or []]
+            out[name] = (dvc_yaml.parent / scripts[0], deps)
+    return out
+
+
+def missing_deps(dvc_yaml: Path = ROOT / "dvc.yaml", root: Path = ROOT) -> dict[str, list[str]]:
+    """{stage: [module files not covered by its deps]}; empty when every stage is complete."""
+    problems: dict[str, list[str]] = {}
+    for stage, (script, deps) in stage_scripts(dvc_yaml).items():
+        dep_paths = [(root / d).resolve() for d in deps]
+        needed = [script, *closure(script, root / "src")]
+        missing = sorted(
+            str(f.relative_to(root)) for f in needed
+            if not any(f.resolve() == d or d in f.resolve().parents for d in dep_paths)
+        )
+        if missing:
+            problems[stage] = missing
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    if "--check" in argv:
+        problems = missing_deps()
+        for stage, files in problems.items():
+            print(f"dvc.yaml: stage '{stage}' runs code missing from its deps: {', '.join(files)}")
+        return 1 if problems else 0
+    for stage, (script, _deps) in stage_scripts().items():
+        print(f"{stage}:")
+        for f in sorted(closure(script)):
+            print(f"  - {f.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
