@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from maskpipe.cli import app
 from maskpipe.crop import crop_face
 from maskpipe.detect import Detection, iou
-from maskpipe.imaging import open_rgb
+from maskpipe.imaging import ImageReadError, open_rgb
 from maskpipe.predict import (ANOMALY, Predictor, PredictError, PredictSettings, predict_path, report_lines,
                               resolve_model)
 from maskpipe.voc import parse_voc
@@ -209,6 +209,43 @@ def test_video_that_is_not_a_video(tmp_path, models):
     bad.write_bytes(b"\x00" * 1000)
     with pytest.raises(PredictError, match="broken.mp4"):
         predict_path(bad, Predictor.from_path(models["binary"]), progress=False)
+
+
+def _returns_within(fn, seconds=60):
+    """Run fn in a daemon thread; (finished, result or exception). A hang guard, not a speed test."""
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except Exception as exc:  # noqa: BLE001 - handed back to the test
+            out["value"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive(), out.get("value")
+
+
+@pytest.mark.parametrize("name", ["pipe.png", "pipe.mp4"])
+def test_predict_on_a_fifo_is_refused_not_a_hang(tmp_path, models, name):
+    import os
+
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    predictor = Predictor.from_path(models["binary"])
+    finished, result = _returns_within(lambda: predict_path(fifo, predictor, progress=False))
+    if not finished:  # before issue 13: open() blocked forever; unblock the thread to clean up
+        with open(fifo, "wb"):
+            pass
+    assert finished, f"predict_path({name}) hung on a FIFO"
+    assert isinstance(result, PredictError) and str(result) == f"{fifo}: not a regular file (a FIFO) - refused"
+    cli = CliRunner().invoke(app, ["predict", str(fifo), "--model", str(models["binary"])])
+    assert cli.exit_code == 1 and name in cli.stderr and "FIFO" in cli.stderr
+    finished, result = _returns_within(lambda: open_rgb(fifo))
+    assert finished and isinstance(result, ImageReadError) and "FIFO" in str(result)
 
 
 @pytest.mark.shared
