@@ -211,6 +211,19 @@ def test_video_that_is_not_a_video(tmp_path, models):
         predict_path(bad, Predictor.from_path(models["binary"]), progress=False)
 
 
+def test_tiny_image_in_a_folder_costs_the_others_nothing(tmp_path, models):
+    # Before issue 13 the 1x1 image crashed MTCNN and `maskpipe predict <folder>` exited 1 with no JSON.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (1, 1)).save(folder / "dot.png")
+    Image.new("RGB", (500, 15)).save(folder / "strip.png")
+    Image.new("RGB", (120, 90), "white").save(folder / "plain.png")
+    report = predict_path(folder, Predictor.from_path(models["binary"]), progress=False)
+    assert [(i["source"], i["error"], i["faces"]) for i in report["inputs"]] == [
+        ("dot.png", None, []), ("plain.png", None, []), ("strip.png", None, [])]
+    assert report["inputs"][0]["width"] == 1
+
+
 def _returns_within(fn, seconds=60):
     """Run fn in a daemon thread; (finished, result or exception). A hang guard, not a speed test."""
     import threading
