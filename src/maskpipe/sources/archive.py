@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from maskpipe.io import _umask
 from maskpipe.sources import SourceError
 
 IGNORED_TOP = "__MACOSX"
@@ -200,6 +201,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
         raise SourceError(f"{dest}: extraction target must be an empty folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; it becomes dest
     try:
         try:
             _extract_into(archive, tmp, kind)
