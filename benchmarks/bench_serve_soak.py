@@ -10,7 +10,8 @@ weights). ``--clients`` threads post the real Kaggle photos of ../shared/dataset
 bodies, cycling) until each round's ``--requests`` are answered. Prints the server's RSS
 (VmRSS from /proc) and thread count at start, after every round and at the end, requests/s
 per round, and whether RSS levelled off: the ratio of the last round's RSS growth to the
-first round's (the first round includes warm-up: allocator pools, PyTorch caches).
+first round's (the first round includes warm-up: allocator pools, PyTorch caches); "levelled
+off" when the last round grew by at most 10 % of the first and at most 50 MB.
 ``--src`` runs another checkout's code (e.g. the code before a fix) against the same load.
 """
 
@@ -140,7 +141,7 @@ def main() -> None:
             first, last = rss[1] - rss[0], rss[-1] - rss[-2]
             print(f"end     RSS {rss[-1]:7.1f} MB  overall {args.rounds * args.requests / total_s:.1f} req/s")
             ratio = last / first if first > 0 else float("nan")
-            verdict = "levelled off" if args.rounds > 1 and last <= max(0.25 * first, 20.0) else "still growing"
+            verdict = "levelled off" if args.rounds > 1 and last <= min(0.1 * first, 50.0) else "still growing"
             print(f"last-round growth / first-round growth = {last:.1f} / {first:.1f} MB = {ratio:.2f} -> {verdict}")
         finally:
             proc.terminate()
