@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -38,6 +39,30 @@ def test_settings_validation():
 def test_blank_picture_has_no_faces():
     for name in ("mtcnn", "dlib_hog"):
         assert get_detector(DetectorSettings(name=name))(Image.new("RGB", (200, 160), (128, 128, 128))) == []
+
+
+TINY_SIZES = [(1, 1), (12, 12), (19, 19), (500, 15), (15, 500), (2, 300), (300, 19)]
+
+
+def _noise(width: int, height: int) -> Image.Image:
+    rng = np.random.default_rng(width * 1000 + height)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("name", ["mtcnn", "dlib_hog", "dlib_cnn"])
+def test_images_smaller_than_the_search_window_have_zero_faces(name):
+    # Before issue 13: mtcnn raised "torch.cat(): expected a non-empty list of Tensors" for any
+    # side under min_face, dlib_cnn raised (or segfaulted) for sides of 1-9 px.
+    detector = get_detector(DetectorSettings(name=name))
+    for width, height in TINY_SIZES:
+        assert detector(_noise(width, height)) == [], (width, height)
+    assert detector(Image.new("L", (20, 20), 0)) == []  # at min_face: searched, nothing found
+
+
+def test_mtcnn_min_side_follows_min_face():
+    detector = get_detector(DetectorSettings(name="mtcnn", min_face=40))
+    assert detector(_noise(300, 39)) == []
+    assert detector(_noise(300, 40)) == []  # searchable: runs the network, finds nothing in noise
 
 
 @pytest.mark.shared

@@ -419,16 +419,66 @@ def test_safe_extract_rejects_escaping_links(tmp_path):
             safe_extract(archive, tmp_path / f"out_{archive.stem}")
 
 
-def test_safe_extract_keeps_links_inside_and_skips_macosx(tmp_path):
-    data = _zip_with_symlink(
-        "images/latest.png", "a.png",
-        extra={"images/a.png": b"png", "__MACOSX/images/._a.png": b"junk"},
-    )
-    (tmp_path / "ok.zip").write_bytes(data)
+def test_safe_extract_skips_macosx(tmp_path):
+    (tmp_path / "ok.zip").write_bytes(zip_bytes({"images/a.png": b"png", "__MACOSX/images/._a.png": b"junk"}))
     dest = safe_extract(tmp_path / "ok.zip", tmp_path / "out")
-    assert (dest / "images/latest.png").is_symlink()
-    assert (dest / "images/latest.png").read_bytes() == b"png"
+    assert (dest / "images/a.png").read_bytes() == b"png"
     assert not (dest / "__MACOSX").exists()
+
+
+def _tar_with(members: list[tuple[str, bytes, str]]) -> bytes:
+    """(name, tar type, link target) members after one harmless regular file."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        good = tarfile.TarInfo("images/a.png")
+        good.size = 3
+        tar.addfile(good, io.BytesIO(b"png"))
+        for name, kind, target in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt,member,expected", [
+    # links that stay inside the folder were accepted before issue 13: now any link is refused
+    ("tar", ("images/latest.png", tarfile.SYMTYPE, "a.png"), "symlink"),
+    ("tar", ("images/copy.png", tarfile.LNKTYPE, "images/a.png"), "hardlink"),
+    ("tar", ("dev/null", tarfile.CHRTYPE, ""), "device"),
+    ("tar", ("dev/sda", tarfile.BLKTYPE, ""), "device"),
+    ("tar", ("pipe", tarfile.FIFOTYPE, ""), "FIFO"),
+    ("zip", ("images/latest.png", 0o120777, "a.png"), "symlink"),
+    ("zip", ("pipe", 0o010644, ""), "FIFO"),
+    ("zip", ("dev/null", 0o020666, ""), "character device"),
+])
+def test_any_link_or_special_member_refuses_the_archive_before_writing(tmp_path, fmt, member, expected):
+    name, kind, target = member
+    if fmt == "tar":
+        data = _tar_with([member])
+    else:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("images/a.png", b"png")
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3  # unix
+            info.external_attr = kind << 16
+            zf.writestr(info, target)
+        data = buf.getvalue()
+    archive = tmp_path / f"bad.{fmt}"
+    archive.write_bytes(data)
+    with pytest.raises(UnsafeArchiveError, match=rf"bad\.{fmt}: member '{name}' is a {expected}"):
+        safe_extract(archive, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive.name]  # nothing written at all
+
+
+def test_url_archive_with_an_inside_symlink_is_refused(http_root, tmp_path):
+    root, base = http_root
+    data = _tar_with([("images/latest.png", tarfile.SYMTYPE, "a.png")])
+    (root / "ds.tar").write_bytes(data)
+    out = tmp_path / "raw" / "ds"
+    with pytest.raises(DatasetUnavailable, match="is a symlink"):
+        fetch_dataset("ds", url_cfg(f"{base}/ds.tar", sha256(data)), out)
+    assert not out.exists() and leftovers(out.parent) == []
 
 
 def test_not_an_archive_is_a_clear_failure(tmp_path):
@@ -626,3 +676,56 @@ def test_real_mirror_kaggle_face_mask_detection(shared, repo, tmp_path, monkeypa
     mirror = shared / "kaggle-face-mask-detection"
     assert info["checksum"] == tree_checksum(mirror)["checksum"]
     assert (out / "annotations/maksssksksss0.xml").read_bytes() == (mirror / "annotations/maksssksksss0.xml").read_bytes()
+
+
+# ----------------------------------------------------------------- links and special files (issue 13)
+
+
+def _cve_2025_4517_tar(path: Path, extract_dir_len: int, escape_ups: int, payload: str) -> None:
+    """A tar built like CPython's test_realpath_limit_attack (CVE-2025-4517).
+
+    Nested dir + symlink pairs make the *resolved* path of ``a/b/.../p/lll..`` pass PATH_MAX,
+    so ``os.path.realpath`` stops expanding there and the tarfile ``data`` filter checks names
+    lexically. ``escape`` then points ``escape_ups`` folders above the extraction folder while
+    looking inside it by name, and ``escape/<payload>`` is written through it.
+    """
+    steps = "abcdefghijklmnop"
+    max_path = os.pathconf(path.parent, "PC_PATH_MAX")
+    component = "d" * ((max_path - extract_dir_len - 1) // (len(steps) + 1))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        def add(name, kind, target="", data=b""):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.mode = kind, target, 0o777 if kind != tarfile.REGTYPE else 0o644
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data else None)
+
+        prefix = ""
+        for step in steps:
+            add(os.path.join(prefix, component), tarfile.DIRTYPE)
+            add(os.path.join(prefix, step), tarfile.SYMTYPE, component)
+            prefix = os.path.join(prefix, component)
+        linkpath = os.path.join(*steps, "l" * 254)  # physically: the extraction folder itself
+        add(linkpath, tarfile.SYMTYPE, os.path.join(*[".."] * len(steps)))
+        add("escape", tarfile.SYMTYPE, os.path.join(linkpath, *[".."] * escape_ups, "outside"))
+        add(f"escape/{payload}", tarfile.REGTYPE, data=b"escaped")
+    path.write_bytes(buf.getvalue())
+
+
+def test_cve_2025_4517_tar_mirror_is_refused_and_writes_nothing_outside(tmp_path):
+    repo = tmp_path / "repo"
+    out = repo / "data" / "raw" / "ds"
+    out.parent.mkdir(parents=True)
+    beside = tmp_path / "outside"  # the folder beside the repository the archive aims at
+    beside.mkdir()
+    # fetch_dataset extracts into <raw>/.ds.download-XXXXXXXX/staging: 5 levels below tmp_path.
+    staging_len = len(str(out.parent / ".ds.download-XXXXXXXX" / "staging"))
+    evil = tmp_path / "mirror" / "evil.tar"
+    evil.parent.mkdir()
+    _cve_2025_4517_tar(evil, staging_len, escape_ups=5, payload="pwned.txt")
+    with pytest.raises(DatasetUnavailable) as err:
+        fetch_dataset("ds", {"sources": [f"mirror:{evil}"]}, out)
+    assert "evil.tar" in str(err.value) and "symlink" in str(err.value)
+    assert list(beside.iterdir()) == []
+    assert not list(tmp_path.rglob("pwned.txt"))
+    assert not out.exists() and leftovers(out.parent) == []

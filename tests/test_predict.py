@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from maskpipe.cli import app
 from maskpipe.crop import crop_face
 from maskpipe.detect import Detection, iou
-from maskpipe.imaging import open_rgb
+from maskpipe.imaging import ImageReadError, open_rgb
 from maskpipe.predict import (ANOMALY, Predictor, PredictError, PredictSettings, predict_path, report_lines,
                               resolve_model)
 from maskpipe.voc import parse_voc
@@ -209,6 +209,56 @@ def test_video_that_is_not_a_video(tmp_path, models):
     bad.write_bytes(b"\x00" * 1000)
     with pytest.raises(PredictError, match="broken.mp4"):
         predict_path(bad, Predictor.from_path(models["binary"]), progress=False)
+
+
+def test_tiny_image_in_a_folder_costs_the_others_nothing(tmp_path, models):
+    # Before issue 13 the 1x1 image crashed MTCNN and `maskpipe predict <folder>` exited 1 with no JSON.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (1, 1)).save(folder / "dot.png")
+    Image.new("RGB", (500, 15)).save(folder / "strip.png")
+    Image.new("RGB", (120, 90), "white").save(folder / "plain.png")
+    report = predict_path(folder, Predictor.from_path(models["binary"]), progress=False)
+    assert [(i["source"], i["error"], i["faces"]) for i in report["inputs"]] == [
+        ("dot.png", None, []), ("plain.png", None, []), ("strip.png", None, [])]
+    assert report["inputs"][0]["width"] == 1
+
+
+def _returns_within(fn, seconds=60):
+    """Run fn in a daemon thread; (finished, result or exception). A hang guard, not a speed test."""
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except Exception as exc:  # noqa: BLE001 - handed back to the test
+            out["value"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive(), out.get("value")
+
+
+@pytest.mark.parametrize("name", ["pipe.png", "pipe.mp4"])
+def test_predict_on_a_fifo_is_refused_not_a_hang(tmp_path, models, name):
+    import os
+
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    predictor = Predictor.from_path(models["binary"])
+    finished, result = _returns_within(lambda: predict_path(fifo, predictor, progress=False))
+    if not finished:  # before issue 13: open() blocked forever; unblock the thread to clean up
+        with open(fifo, "wb"):
+            pass
+    assert finished, f"predict_path({name}) hung on a FIFO"
+    assert isinstance(result, PredictError) and str(result) == f"{fifo}: not a regular file (a FIFO) - refused"
+    cli = CliRunner().invoke(app, ["predict", str(fifo), "--model", str(models["binary"])])
+    assert cli.exit_code == 1 and name in cli.stderr and "FIFO" in cli.stderr
+    finished, result = _returns_within(lambda: open_rgb(fifo))
+    assert finished and isinstance(result, ImageReadError) and "FIFO" in str(result)
 
 
 @pytest.mark.shared

@@ -121,6 +121,97 @@ def test_serve_settings():
         ServeSettings.from_params({"max_body_mb": 0})
 
 
+# ------------------------------------------------------------------------------ issue 13: robustness
+def test_health_names_the_model_but_not_its_path(client, model_path):
+    response = client.get("/health")
+    assert response.json()["model"]["model_name"] == "tiny_multiclass"
+    assert str(model_path.parent) not in response.text and "source" not in response.json()["model"]
+    assert response.json()["workers"] == ServeSettings().workers
+
+
+def test_tiny_images_get_200_with_no_faces(client):
+    for size in [(1, 1), (12, 12), (19, 19), (500, 15)]:
+        response = client.post("/predict", files={"file": ("tiny.png", png_bytes(Image.new("RGB", size, "gray")),
+                                                            "image/png")})
+        assert response.status_code == 200, (size, response.text)
+        assert response.json()["faces"] == [] and response.json()["summary"]["faces"] == 0
+
+
+@pytest.fixture
+def app_parts(model_path):
+    predictor = Predictor.from_path(model_path, PredictSettings(max_pixels=1_000_000))
+    return predictor, create_app(predictor, max_body_bytes=600_000, workers=2)
+
+
+def test_unexpected_error_is_a_clean_json_500_and_the_server_keeps_serving(app_parts, monkeypatch):
+    predictor, app = app_parts
+    real = predictor.predict_image
+    calls = []
+
+    def flaky(img):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("secret internal state at /srv/x")
+        return real(img)
+
+    monkeypatch.setattr(predictor, "predict_image", flaky)
+    with TestClient(app) as c:
+        bad = c.post("/predict", files={"file": ("a.png", png_bytes(Image.new("RGB", (64, 64))), "image/png")})
+        assert bad.status_code == 500 and bad.headers["content-type"] == "application/json"
+        assert bad.json() == {"detail": "a.png: internal error while predicting (see the server log); "
+                                        "other requests are not affected"}
+        assert "Traceback" not in bad.text and "/srv/x" not in bad.text
+        good = c.post("/predict", files={"file": ("b.png", png_bytes(Image.new("RGB", (64, 64))), "image/png")})
+        assert good.status_code == 200 and good.json()["faces"] == []
+
+
+def test_images_are_decoded_in_the_bounded_worker_pool_not_on_the_event_loop(app_parts, monkeypatch):
+    """Issue 13 measured /health at 0.48 s while a 36-Mpx PNG decoded on the loop. Checked by
+    thread and by ordering (no clock): /health answers while a decode is still blocked."""
+    import asyncio
+    import threading
+
+    import maskpipe.serve as serve_mod
+
+    _predictor, app = app_parts
+    release, decoding = threading.Event(), threading.Event()
+    seen = {}
+    real_decode = serve_mod.decode_image
+
+    def blocking_decode(data, max_pixels=None, name="upload"):
+        seen["thread"] = threading.current_thread().name
+        try:
+            asyncio.get_running_loop()
+            seen["on_loop"] = True
+        except RuntimeError:  # no event loop runs in this thread
+            seen["on_loop"] = False
+        decoding.set()
+        release.wait(30)  # only a safety net against a hang; the test releases it itself
+        seen["released_by_test"] = release.is_set()
+        return real_decode(data, max_pixels, name)
+
+    monkeypatch.setattr(serve_mod, "decode_image", blocking_decode)
+    with TestClient(app) as c:
+        result = {}
+        upload = threading.Thread(target=lambda: result.setdefault(
+            "r", c.post("/predict", files={"file": ("p.png", png_bytes(Image.new("RGB", (64, 64))), "image/png")})))
+        upload.start()
+        assert decoding.wait(30)
+        health = c.get("/health")  # answered while the decode is still blocked
+        assert health.status_code == 200 and not release.is_set()
+        release.set()
+        upload.join(30)
+    assert result["r"].status_code == 200 and seen["released_by_test"]
+    assert seen["on_loop"] is False and seen["thread"].startswith("maskpipe-serve")
+
+
+def test_serve_workers_setting_is_bounded():
+    assert ServeSettings.from_params({"workers": 3}).workers == 3
+    for bad in (0, 64):
+        with pytest.raises(ValueError, match="predict.serve.workers"):
+            ServeSettings.from_params({"workers": bad})
+
+
 # ------------------------------------------------------------------------------ MLflow pyfunc
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
@@ -151,11 +242,12 @@ def registered(store, model_path) -> str:
 
 
 @pytest.mark.shared
-def test_pyfunc_model_predicts_like_maskpipe_predict(registered, model_path, kaggle_png, shared):
+def test_pyfunc_model_predicts_like_maskpipe_predict(registered, model_path, kaggle_png, shared, monkeypatch):
     from maskpipe.pyfunc import load
 
     model = load(f"models:/{registered}/latest")
     image_path = shared / KAGGLE / "images" / f"{MULTI_FACE}.png"
+    monkeypatch.setenv("MASKPIPE_PYFUNC_ALLOWED_DIR", str(image_path.parent))  # the path column is opt-in
     frame = pd.DataFrame([{"image": base64.b64encode(kaggle_png).decode()}, {"path": str(image_path)},
                           {"image": "not base64!"}])
     out = model.predict(frame, params={"annotate": True})
@@ -164,6 +256,74 @@ def test_pyfunc_model_predicts_like_maskpipe_predict(registered, model_path, kag
     assert out.loc[0, "n_faces"] == len(expected) >= 4 and out.loc[0, "error"] is None
     assert "not valid base64" in out.loc[2, "error"] and out.loc[2, "faces"] == []
     assert Image.open(io.BytesIO(base64.b64decode(out.loc[0, "annotated_png"]))).size == (400, 242)
+
+
+@pytest.fixture(scope="module")
+def pyfunc_model(model_path):
+    """The pyfunc model class as MLflow runs it, on the test artifact (no store needed)."""
+    from maskpipe.pyfunc import MaskpipeModel
+
+    model = MaskpipeModel()
+    model.predictor = Predictor.from_path(model_path, PredictSettings(max_pixels=1_000_000))
+    return model
+
+
+def b64_png(img: Image.Image) -> str:
+    return base64.b64encode(png_bytes(img)).decode()
+
+
+def test_pyfunc_path_column_is_off_by_default(pyfunc_model, tmp_path, monkeypatch):
+    monkeypatch.delenv("MASKPIPE_PYFUNC_ALLOWED_DIR", raising=False)
+    server_file = tmp_path / "server_secret.png"
+    Image.new("RGB", (64, 64), "red").save(server_file)
+    out = pyfunc_model.predict(None, pd.DataFrame([{"path": str(server_file)}, {"image": b64_png(Image.new("RGB", (64, 64)))}]),
+                               params={"annotate": True})
+    assert "'path' column is disabled" in out.loc[0, "error"] and "MASKPIPE_PYFUNC_ALLOWED_DIR" in out.loc[0, "error"]
+    assert out.loc[0, "width"] is None and out.loc[0, "annotated_png"] is None
+    assert out.loc[1, "error"] is None and out.loc[1, "width"] == 64 and out.loc[1, "annotated_png"]
+
+
+def test_pyfunc_path_column_stays_inside_the_allowed_folder(pyfunc_model, tmp_path, monkeypatch):
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    (allowed / "sub").mkdir(parents=True)
+    outside.mkdir()
+    Image.new("RGB", (64, 48), "blue").save(allowed / "sub" / "ok.png")
+    Image.new("RGB", (64, 64), "red").save(outside / "secret.png")
+    (allowed / "link.png").symlink_to(outside / "secret.png")  # a link inside that points out
+    (allowed / "dirlink").symlink_to(outside)
+    monkeypatch.setenv("MASKPIPE_PYFUNC_ALLOWED_DIR", str(allowed))
+    paths = ["sub/ok.png", str(allowed / "sub" / "ok.png"),  # relative and absolute, inside
+             str(outside / "secret.png"), str(outside / "missing.png"),  # outside: exists / does not
+             "../outside/secret.png", "../outside/missing.png", "link.png", "dirlink/secret.png",
+             "/etc/passwd", "/etc/no-such-file", "sub/missing.png"]
+    out = pyfunc_model.predict(None, pd.DataFrame([{"path": p} for p in paths]))
+    errors = dict(zip(paths, out["error"]))
+    assert errors["sub/ok.png"] is None and out.loc[0, "width"] == 64 and out.loc[1, "height"] == 48
+    for path in paths[2:-1]:
+        assert errors[path] == f"path {path!r}: not allowed (only images inside the allowed folder can be read)", path
+        assert out.loc[paths.index(path), "width"] is None
+    # inside the folder a missing file may say so, without the server's own folder names
+    assert "file not found" in errors["sub/missing.png"] and str(allowed) not in errors["sub/missing.png"]
+
+
+def test_pyfunc_bad_row_gets_an_error_the_others_their_results(pyfunc_model, monkeypatch):
+    real = pyfunc_model.predictor.predict_image
+
+    def fails_on_odd_size(img):
+        if img.size == (33, 33):
+            raise RuntimeError("internal detail /srv/secret")
+        return real(img)
+
+    monkeypatch.setattr(pyfunc_model.predictor, "predict_image", fails_on_odd_size)
+    rows = [{"image": b64_png(Image.new("RGB", (1, 1)))}, {"image": b64_png(Image.new("RGB", (500, 15)))},
+            {"image": b64_png(Image.new("RGB", (33, 33)))}, {"image": "not base64!"},
+            {"image": b64_png(Image.new("RGB", (64, 64)))}]
+    out = pyfunc_model.predict(None, pd.DataFrame(rows), params={"annotate": True})
+    assert list(out["error"])[:2] == [None, None] and list(out["n_faces"])[:2] == [0, 0]  # tiny: zero faces
+    assert out.loc[2, "error"] == "internal error while predicting this row (RuntimeError)"
+    assert "not valid base64" in out.loc[3, "error"]
+    assert out.loc[4, "error"] is None and out.loc[4, "width"] == 64 and out.loc[4, "annotated_png"]
+    assert not any("Traceback" in str(e) or "/srv/secret" in str(e) for e in out["error"])
 
 
 def test_pyfunc_model_holds_no_pickle(registered, store):

@@ -87,6 +87,7 @@ def serve(
     max_body_mb: Optional[float] = typer.Option(None, help="largest accepted upload in MB"),
     detector: Optional[str] = typer.Option(None, help="mtcnn | dlib_hog | dlib_cnn"),
     threads: int = typer.Option(2, help="CPU threads for the classifier"),
+    workers: Optional[int] = typer.Option(None, help="decode/predict threads (default: params predict.serve.workers, 2)"),
 ) -> None:
     """Serve the model over HTTP: a web page at /, POST /predict, GET /health."""
     try:
@@ -100,7 +101,7 @@ def serve(
         params = repo_params()  # read once, for the serve and the predict settings alike
         predict_cfg = params.get("predict") or {}
         serve_settings = ServeSettings.from_params(predict_cfg.get("serve"), host=host, port=port,
-                                                   max_body_mb=max_body_mb)
+                                                   max_body_mb=max_body_mb, workers=workers)
         settings = PredictSettings.from_params(predict_cfg, params.get("crop"), detector=detector)
         predictor = Predictor.from_model(model, settings)
     except _user_errors() as exc:

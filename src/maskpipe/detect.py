@@ -154,6 +154,10 @@ class _Mtcnn:
             ) from exc
         self.net = MTCNN(keep_all=True, min_face_size=settings.min_face, device="cpu")
         self.net.eval()
+        # Its pyramid starts at scale 12 / min_face and keeps sides >= 12 px: an image side under
+        # min_face gives no scale at all and facenet raises "torch.cat(): expected a non-empty
+        # list of Tensors" (measured: 300x19 raises, 300x20 gives 0 faces at min_face 20).
+        self.min_side = settings.min_face
 
     def __call__(self, img: Image.Image) -> list[tuple[tuple[float, float, float, float], float]]:
         import torch
@@ -189,6 +193,9 @@ class _DlibCnn:
             raise DlibUnavailable(f"{path}: MMOD face detector missing from face-recognition-models")
         self.net = dlib.cnn_face_detection_model_v1(str(path))
         self.upsample = settings.upsample
+        # Measured: a side of 9 px (upsample 0) raises inside dlib, 1-5 px can segfault; its
+        # 80-px MMOD window finds nothing that small anyway.
+        self.min_side = 16
 
     def __call__(self, img: Image.Image) -> list[tuple[tuple[float, float, float, float], float]]:
         found = self.net(np.asarray(img), self.upsample)
@@ -200,7 +207,10 @@ _IMPLS = {"mtcnn": _Mtcnn, "dlib_hog": _DlibHog, "dlib_cnn": _DlibCnn}
 
 
 class FaceDetector:
-    """``detector(pil_image) -> list[Detection]``; thread-safe (one detection at a time)."""
+    """``detector(pil_image) -> list[Detection]``; thread-safe (one detection at a time).
+
+    A backend may set ``min_side``: images with a side under it have zero faces (issue 13).
+    """
 
     def __init__(self, settings: DetectorSettings | None = None):
         self.settings = settings or DetectorSettings()
@@ -210,6 +220,8 @@ class FaceDetector:
 
     def __call__(self, img: Image.Image) -> list[Detection]:
         img = to_rgb(img)
+        if min(img.size) < getattr(self._impl, "min_side", 1):
+            return []  # smaller than anything the backend can search (and some backends crash on it)
         with self._lock:
             raw = self._impl(img)
         calibration = CALIBRATION[self.settings.name] if self.settings.calibrate else (0.0, 0.0, 1.0, 1.0)

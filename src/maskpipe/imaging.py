@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -15,6 +17,28 @@ class ImageReadError(Exception):
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def not_regular_reason(path: str | Path) -> str | None:
+    """Why ``path`` (links followed) is no regular file, or None when it is one.
+
+    Checked with os.stat before opening: opening a FIFO blocks until someone writes to it
+    (`maskpipe predict pipe.png` hung forever, issue 13), a device can be endless.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as exc:  # symlink loop, permission denied on a folder, name too long
+        return f"cannot access ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return f"not a regular file ({kind}) - refused"
+    return "not a regular file - refused"
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -38,8 +62,9 @@ def open_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     oversized images.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: file not found")
+    reason = not_regular_reason(path)
+    if reason:
+        raise ImageReadError(f"{path}: {reason}")
     try:
         with Image.open(path) as img:
             if max_pixels and img.width * img.height > max_pixels:

@@ -519,6 +519,10 @@ def predict_path(path: str | os.PathLike, predictor: Predictor, viz_dir: str | o
     viz = Path(viz_dir) if viz_dir is not None else None
     if not path.exists():
         raise PredictError(f"{path}: not found")
+    from maskpipe.imaging import not_regular_reason  # local: keeps this issue-13 check one hunk
+
+    if not path.is_dir() and not_regular_reason(path):  # a FIFO / device would block the open forever
+        raise PredictError(f"{path}: {not_regular_reason(path)}")
     if path.is_dir():
         files = image_files(path)
         if not files:

@@ -10,10 +10,17 @@ is pickled. The model folder holds ``artifacts/model.pt`` (the maskpipe artifact
 ``torch.load(weights_only=True)``) and ``artifacts/predict_settings.json`` (detector and crop
 geometry at logging time), so a served model predicts exactly like ``maskpipe predict`` did then.
 
-Input: a DataFrame with an ``image`` column (base64 text, or raw bytes) and/or a ``path`` column
-(an image file readable by the server), one row per image. Output: a DataFrame, one row per
-image: ``faces`` (list of face dicts, see maskpipe.predict), ``n_faces``, ``width``, ``height``,
-``error`` (null, or why the row's image could not be used: other rows still get answers).
+Input: a DataFrame with an ``image`` column (base64 text, or raw bytes), one row per image.
+Output: a DataFrame, one row per image: ``faces`` (list of face dicts, see maskpipe.predict),
+``n_faces``, ``width``, ``height``, ``error`` (null, or why the row's image could not be used,
+without a traceback: other rows still get answers).
+
+The ``path`` column (an image file on the *server*) is off by default: a client must not read
+the server's disk. The server's operator enables it by naming one folder in the environment
+variable ``MASKPIPE_PYFUNC_ALLOWED_DIR`` (e.g. ``MASKPIPE_PYFUNC_ALLOWED_DIR=/srv/photos mlflow
+models serve ...``): a path, relative to that folder or absolute, is resolved (symlinks too)
+and must stay inside it. A path outside gets the same "not allowed" error whether or not a file
+is there, so the error tells nothing about the rest of the disk.
 Params: ``annotate`` (bool) adds ``annotated_png`` (base64 PNG with boxes and labels).
 """
 
@@ -23,6 +30,7 @@ import base64
 import binascii
 import io
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -34,8 +42,25 @@ import pandas as pd
 
 from maskpipe.imaging import ImageReadError, open_rgb
 
+logger = logging.getLogger("maskpipe.pyfunc")
+
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 SETTINGS_FILE = "predict_settings.json"
+ALLOWED_DIR_ENV = "MASKPIPE_PYFUNC_ALLOWED_DIR"
+
+
+def allowed_image_path(path: str, allowed_dir: str | None) -> Path:
+    """The resolved file a ``path`` row may read; ImageReadError when the column is off or the
+    path leaves ``allowed_dir``. Never says whether a file exists outside the folder."""
+    if not allowed_dir:
+        raise ImageReadError(f"path: the 'path' column is disabled on this server (its operator can "
+                             f"allow one folder with {ALLOWED_DIR_ENV}); send the image as base64 in 'image'")
+    root = os.path.realpath(allowed_dir)
+    # realpath resolves every symlink, so a link inside the folder that points out is caught too
+    resolved = os.path.realpath(os.path.join(root, path))  # an absolute path replaces root here
+    if not resolved.startswith(root + os.sep):
+        raise ImageReadError(f"path {path!r}: not allowed (only images inside the allowed folder can be read)")
+    return Path(resolved)
 
 
 class MaskpipeModel(mlflow.pyfunc.PythonModel):
@@ -57,19 +82,24 @@ class MaskpipeModel(mlflow.pyfunc.PythonModel):
         rows: list[dict[str, Any]] = []
         for _, record in frame.iterrows():
             row: dict[str, Any] = {"faces": [], "n_faces": 0, "width": None, "height": None, "error": None}
+            if annotate_out:
+                row["annotated_png"] = None
             try:
                 img = self._image(record)
-            except ImageReadError as exc:
-                row["error"] = str(exc)
-            else:
                 faces = self.predictor.predict_image(img)
                 row.update(faces=faces, n_faces=len(faces), width=img.width, height=img.height)
                 if annotate_out:
                     buf = io.BytesIO()
                     annotate(img, faces).save(buf, format="PNG")
                     row["annotated_png"] = base64.b64encode(buf.getvalue()).decode("ascii")
+            except ImageReadError as exc:
+                row["error"] = str(exc)
+            except Exception as exc:  # one row's failure never costs the others their answers
+                logger.exception("pyfunc row %d failed", len(rows))  # traceback in the server log only
+                row.update(faces=[], n_faces=0, width=None, height=None, annotated_png=None,
+                           error=f"internal error while predicting this row ({type(exc).__name__})")
             rows.append(row)
-        columns = list(rows[0]) if rows else ["faces", "n_faces", "width", "height", "error"]
+        columns = ["faces", "n_faces", "width", "height", "error"] + (["annotated_png"] if annotate_out else [])
         # object columns keep None and ints as they are (no NaN / float widths in the JSON)
         return pd.DataFrame(rows, columns=columns, dtype=object)
 
@@ -89,7 +119,11 @@ class MaskpipeModel(mlflow.pyfunc.PythonModel):
             return decode_image(bytes(image), max_pixels, name="image")
         path = record.get("path")
         if isinstance(path, str) and path:
-            return open_rgb(path, max_pixels=max_pixels)
+            resolved = allowed_image_path(path, os.environ.get(ALLOWED_DIR_ENV))
+            try:
+                return open_rgb(resolved, max_pixels=max_pixels)
+            except ImageReadError as exc:  # name the file as the client did, not the server's layout
+                raise ImageReadError(str(exc).replace(str(resolved), f"path {path!r}")) from None
         raise ImageReadError("row has neither an 'image' (base64) nor a 'path' value")
 
 
