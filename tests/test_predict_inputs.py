@@ -171,3 +171,16 @@ def test_complete_video_has_no_warning(tmp_path, model):
     (entry,) = report["inputs"]
     assert entry["frames_total"] == entry["frames_expected"] == 12 and entry["warnings"] == []
     assert report["summary"]["warnings"] == 0
+
+
+def test_cli_prints_the_truncation_warning(tmp_path, model):
+    video = tmp_path / "cut.mp4"
+    write_truncated_mp4(video)
+    out = tmp_path / "out.json"
+    result = CliRunner().invoke(app, ["predict", str(video), "--model", str(model), "-q", "--every-n-frames", "30",
+                                      "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "warning(s)" in result.stdout.splitlines()[-1]
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("warning:")]
+    assert "cut.mp4: decoded" in line and "of the 60 frames the header announces" in line
+    assert json.loads(out.read_text())["inputs"][0]["frames_expected"] == 60

@@ -13,14 +13,11 @@ import hashlib
 import re
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from maskpipe.collectors import folders, lfw, mafa, voc
 from maskpipe.collectors.base import Collected, Collector, DatasetDir, Face, SourceImage, natural_key
 from maskpipe.download import dataset_enabled
-
-if TYPE_CHECKING:
-    from maskpipe.crop_config import CropConfig
 
 COLLECTORS: dict[str, Collector] = {
     "voc": voc.collect,
@@ -73,9 +70,9 @@ def limit_sources(sources: list[SourceImage], limit: int) -> list[SourceImage]:
     return [sources[i] for i in sorted(chosen)]
 
 
-def collect_all(raw_root: Path, datasets: Mapping[str, Mapping[str, Any]], cfg: "CropConfig", interim: Path) -> Collected:
+def collect_all(raw_root: Path, datasets: Mapping[str, Mapping[str, Any]], cfg: Any, interim: Path) -> Collected:
     """The faces of every enabled dataset whose format has a collector (others, e.g. mask
-    templates, are not faces), with face ids assigned."""
+    templates, are not faces), with face ids assigned. ``cfg``: a crop_config.CropConfig."""
     limit = cfg.max_images_per_dataset
     total = Collected()
     for name, spec in datasets.items():

@@ -5,13 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from maskpipe.crop_geometry import Box
 from maskpipe.imaging import is_image_file
-
-if TYPE_CHECKING:
-    from maskpipe.crop_config import CropConfig
 
 
 @dataclass
@@ -46,7 +43,7 @@ class DatasetDir:
     name: str  # the key under `datasets:`
     root: Path  # data/raw/<name>
     spec: Mapping[str, Any]  # params datasets.<name>
-    crop: "CropConfig"  # params crop (typed)
+    crop: Any  # crop_config.CropConfig (not imported: crop_config imports the collectors' own params)
     interim: Path  # data/interim (convert_mat's CSVs)
 
 
