@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_factory import make_model
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,7 +19,6 @@ from maskpipe.cli import app
 from maskpipe.detect import Detection
 from maskpipe.predict import Predictor, PredictSettings, predict_path, report_lines
 from maskpipe.video import TruncatedVideoWarning
-from model_factory import make_model
 
 
 @pytest.fixture(scope="module")

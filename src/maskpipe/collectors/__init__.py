@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from maskpipe.collectors import folders, lfw, mafa, voc
-from maskpipe.collectors.base import Collected, Collector, DatasetDir, Face, SourceImage, natural_key
+from maskpipe.collectors.base import Collected, Collector, DatasetDir, Face, SourceImage
 from maskpipe.download import dataset_enabled
 
 COLLECTORS: dict[str, Collector] = {
