@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -493,8 +494,11 @@ def test_crop_skips_images_over_the_pixel_cap(tmp_path):
     huge_png(folder / "huge.png")
     noise(40, 40, seed=1).save(folder / "small.png")
     noise(30, 30, seed=2).save(folder / "tiny.png")
-    result = crop.run_crop(tmp_path / "raw", {"big": {"format": "folders"}}, CROP_CFG, SPLIT_CFG, 1, tmp_path,
-                           tmp_path / "c")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = crop.run_crop(tmp_path / "raw", {"big": {"format": "folders"}}, CROP_CFG, SPLIT_CFG, 1, tmp_path,
+                               tmp_path / "c")
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
     assert sorted(result.index.source_image) == ["with_mask/small.png", "with_mask/tiny.png"]
     (row,) = result.skipped.to_dict("records")
     assert row["source"] == "with_mask/huge.png" and row["reason"] == "image_too_large"

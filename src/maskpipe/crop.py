@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from maskpipe import dedup, splits
 from maskpipe.collectors import collect_all
@@ -51,7 +53,10 @@ def crop_source(source: SourceImage, cfg: CropConfig, out_dir: Path, prefix: str
     for bad images or boxes: those become skip rows. Images over ``cfg.max_pixels`` are refused
     from their header, before decoding."""
     try:
-        img = open_rgb(source.path, max_pixels=cfg.max_pixels)
+        with warnings.catch_warnings():
+            # our own cap applies (checked from the header); Pillow's bomb warning at ~89 Mpx is noise
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = open_rgb(source.path, max_pixels=cfg.max_pixels)
     except ImageReadError as exc:
         return [], [skip_row(source.source_image, source.dataset, _read_problem(exc), str(exc))]
     width, height = img.size
