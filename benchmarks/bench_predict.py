@@ -22,7 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from maskpipe.crop import crop_face  # noqa: E402
+from maskpipe.crop_geometry import crop_face  # noqa: E402
 from maskpipe.detect import get_detector  # noqa: E402
 from maskpipe.params import load_params  # noqa: E402
 from maskpipe.predict import Predictor, PredictSettings  # noqa: E402

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import typer
 
-from maskpipe.crop import CropConfigError, format_summary, run_crop
+from maskpipe.crop import run_crop
+from maskpipe.crop_config import CropConfig, SplitConfig
+from maskpipe.crop_summary import format_summary
 from maskpipe.io import write_json
 from maskpipe.mafa import MafaFormatError
 from maskpipe.params import ParamsError, load_params
+from maskpipe.settings import ConfigError
 
 
 def main(
@@ -27,18 +30,24 @@ def main(
         for key in ("crop", "split", "datasets"):
             if key not in all_params:
                 raise ParamsError(f"{params}: missing section '{key}'")
+        # params first: a bad value stops the stage before any work, with its key named
+        crop_cfg = CropConfig.from_mapping(all_params["crop"], "crop")
+        split_cfg = SplitConfig.from_mapping(all_params["split"], "split")
         result = run_crop(
             raw,
             all_params["datasets"],
-            all_params["crop"],
-            all_params["split"],
+            crop_cfg,
+            split_cfg,
             int(all_params.get("seed", 0)),
             interim,
             out,
             workers=workers,
             log=lambda msg: print(f"crop: {msg}", flush=True),
         )
-    except (CropConfigError, ParamsError, MafaFormatError, ValueError) as exc:
+    except ConfigError as exc:  # a params value: exit 2, like a bad command-line option
+        print(f"crop: error: {exc}", file=sys.stderr)
+        raise typer.Exit(2)
+    except (ParamsError, MafaFormatError, ValueError) as exc:
         print(f"crop: error: {exc}", file=sys.stderr)
         raise typer.Exit(1)
     write_json(metrics, result.summary)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,13 @@ import yaml
 from PIL import Image
 
 from maskpipe import crop, voc
+from maskpipe.collectors import assign_face_ids
+from maskpipe.collectors.base import Face, SourceImage
+from maskpipe.collectors.folders import collect_folders
+from maskpipe.crop_geometry import box_problem, pad_box, resize_square
+from maskpipe.crop_summary import format_summary
+from maskpipe.schemas import CROP_INDEX_COLUMNS, CROP_SKIP_COLUMNS
+from maskpipe.settings import ConfigError
 
 SIZE = 64
 CROP_CFG = {"padding": 0.10, "size": SIZE, "min_face": 12, "resize": "stretch", "lfw_box": [68, 68, 182, 182],
@@ -173,27 +181,27 @@ def test_voc_parse(tmp_path):
 
 
 def test_geometry():
-    assert crop.box_problem((10, 10, 50, 50), 100, 100, 12) is None
-    assert crop.box_problem((90, 90, 130, 130), 100, 100, 5) is None  # partly outside: clipped
-    assert crop.box_problem((95, 95, 130, 130), 100, 100, 12) == "too_small"  # 5x5 px inside the image
-    assert crop.box_problem((100, 0, 130, 30), 100, 100, 12) == "out_of_image"
-    assert crop.box_problem((-40, 0, -1, 30), 100, 100, 12) == "out_of_image"
-    assert crop.box_problem((50, 10, 40, 50), 100, 100, 12) == "negative_box"
-    assert crop.box_problem((10, 10, 10, 50), 100, 100, 12) == "empty_box"
-    assert crop.box_problem((float("nan"), 10, 20, 50), 100, 100, 12) == "invalid_box"
-    assert crop.pad_box((10, 10, 50, 30), 0.10, 100, 100) == (6, 8, 54, 32)
-    assert crop.pad_box((0, 0, 100, 100), 0.10, 100, 100) == (0, 0, 100, 100)  # clipped
+    assert box_problem((10, 10, 50, 50), 100, 100, 12) is None
+    assert box_problem((90, 90, 130, 130), 100, 100, 5) is None  # partly outside: clipped
+    assert box_problem((95, 95, 130, 130), 100, 100, 12) == "too_small"  # 5x5 px inside the image
+    assert box_problem((100, 0, 130, 30), 100, 100, 12) == "out_of_image"
+    assert box_problem((-40, 0, -1, 30), 100, 100, 12) == "out_of_image"
+    assert box_problem((50, 10, 40, 50), 100, 100, 12) == "negative_box"
+    assert box_problem((10, 10, 10, 50), 100, 100, 12) == "empty_box"
+    assert box_problem((float("nan"), 10, 20, 50), 100, 100, 12) == "invalid_box"
+    assert pad_box((10, 10, 50, 30), 0.10, 100, 100) == (6, 8, 54, 32)
+    assert pad_box((0, 0, 100, 100), 0.10, 100, 100) == (0, 0, 100, 100)  # clipped
     img = Image.new("RGB", (100, 40), (255, 0, 0))
-    assert crop.resize_square(img, 32, "stretch").getpixel((16, 1)) == (255, 0, 0)
-    boxed = crop.resize_square(img, 32, "letterbox")
+    assert resize_square(img, 32, "stretch").getpixel((16, 1)) == (255, 0, 0)
+    boxed = resize_square(img, 32, "letterbox")
     assert boxed.size == (32, 32) and boxed.getpixel((16, 1)) == (0, 0, 0) and boxed.getpixel((16, 16)) == (255, 0, 0)
 
 
 def test_crop_all_formats(raw, tmp_path):
     result = run(raw, tmp_path)
     index = result.index
-    assert list(index.columns) == crop.INDEX_COLUMNS
-    assert list(result.skipped.columns) == crop.SKIP_COLUMNS
+    assert list(index.columns) == list(CROP_INDEX_COLUMNS)
+    assert list(result.skipped.columns) == list(CROP_SKIP_COLUMNS)
     assert index.face_id.is_unique
 
     # VOC: two good faces + the clipped one in img1, img10; everything else skipped with its reason
@@ -267,7 +275,7 @@ def test_crop_all_formats(raw, tmp_path):
 
     # the files on disk say the same
     on_disk = pd.read_csv(out / "index.csv")
-    assert on_disk.face_id.tolist() == index.face_id.tolist() and list(on_disk.columns) == crop.INDEX_COLUMNS
+    assert on_disk.face_id.tolist() == index.face_id.tolist() and list(on_disk.columns) == list(CROP_INDEX_COLUMNS)
     assert len(pd.read_csv(out / "skipped.csv")) == len(result.skipped)
     assert (out / "duplicates.csv").exists()
     # all faces of a photo in one split
@@ -286,7 +294,7 @@ def test_summary_counts(raw, tmp_path):
     assert s["skipped"]["total"] == len(result.skipped)
     assert s["skipped"]["by_reason"]["image_missing"] == 2 and s["skipped"]["by_dataset"]["mafa"]["label_excluded"] == 2
     assert s["near_duplicates"] == {"max_distance": 4, "pairs": 0, "cross_split_pairs": 0}
-    table = crop.format_summary(s)
+    table = format_summary(s)
     assert "voc_set" in table and "skipped 15" in table
     json.dumps(s)  # plain JSON types only
 
@@ -349,9 +357,9 @@ def test_limit_spreads_over_classes(raw, tmp_path):
 
 
 def test_bad_params_are_clear(raw, tmp_path):
-    with pytest.raises(crop.CropConfigError, match="crop.resize must be one of stretch, letterbox"):
+    with pytest.raises(ConfigError, match="crop.resize: 'squash' is not one of stretch, letterbox"):
         run(raw, tmp_path, resize="squash")
-    with pytest.raises(crop.CropConfigError, match="crop.mafa.train_occluder_types: unknown name"):
+    with pytest.raises(ConfigError, match="crop.mafa.train_occluder_types: 'hand' is not one of simple, complex"):
         run(raw, tmp_path, mafa={**CROP_CFG["mafa"], "train_occluder_types": ["hand"]})
 
 
@@ -373,8 +381,8 @@ def test_stage_cli(raw, tmp_path, repo):
     params["split"]["val"] = 0.9
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.strip() == "crop: error: split.val + split.test must be < 1 (train needs images), got 1.05"
+    assert done.returncode == 2 and "Traceback" not in done.stderr  # a params value: exit 2
+    assert done.stderr.strip() == "crop: error: params.yaml: split.val + split.test must be < 1 (train needs images), got 1.05"
 
 
 @pytest.mark.shared
@@ -413,8 +421,8 @@ def test_face_ids_stay_unique_when_file_names_repeat(tmp_path):
         (root / sub).mkdir(parents=True)
         noise(30, 30, seed=len(sub)).save(root / sub / "1.png")
     noise(30, 30, seed=1).save(root / "Face Mask Dataset" / "Train" / "WithMask" / "2.png")
-    got = crop.collect_folders("twelve_k", root)
-    crop.assign_face_ids(got.sources)
+    got = collect_folders("twelve_k", root)
+    assign_face_ids(got.sources)
     ids = {s.source_image: s.faces[0].face_id for s in got.sources}
     assert ids == {
         "Face Mask Dataset/Test/WithMask/1.png": "twelve_k-Face_Mask_Dataset_Test_WithMask_1-0",
@@ -424,7 +432,81 @@ def test_face_ids_stay_unique_when_file_names_repeat(tmp_path):
     }
     assert [s.faces[0].label for s in got.sources] == ["with_mask", "with_mask", "with_mask", "without_mask"]
     # paths the slug cannot tell apart get a hash
-    clash = [crop.SourceImage("d", Path(p), p, p, [crop.Face(0, "with_mask", None)]) for p in ("a b/x.png", "a_b/x.png")]
-    crop.assign_face_ids(clash)
+    clash = [SourceImage("d", Path(p), p, p, [Face(0, "with_mask", None)]) for p in ("a b/x.png", "a_b/x.png")]
+    assign_face_ids(clash)
     assert clash[0].faces[0].face_id != clash[1].faces[0].face_id
     assert all(s.faces[0].face_id.startswith("d-a_b_x_") for s in clash)
+
+
+def write_stage_params(repo: Path, tmp_path: Path, **crop_overrides) -> list[str]:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["datasets"] = DATASETS
+    params["crop"] = {**params["crop"], "size": SIZE, **crop_overrides}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return [sys.executable, str(repo / "stages" / "crop.py"), "--raw", str(tmp_path / "raw"), "--interim",
+            str(tmp_path / "interim"), "--out", "data/crops", "--metrics", "metrics/data.json", "--params", "params.yaml"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"padding": float("inf")}, "crop: error: params.yaml: crop.padding: expected a finite number, got inf"),
+    ({"padding": "inf"}, "crop: error: params.yaml: crop.padding: expected a number, got 'inf' (a str)"),
+    ({"padding": "abc"}, "crop: error: params.yaml: crop.padding: expected a number, got 'abc' (a str)"),
+    ({"padding": 3}, "crop: error: params.yaml: crop.padding: must be >= 0 and <= 2, got 3.0"),
+    ({"size": 0}, "crop: error: params.yaml: crop.size: must be >= 8 and <= 4096, got 0"),
+    ({"min_face": -1}, "crop: error: params.yaml: crop.min_face: must be >= 1 and <= 4096, got -1"),
+    ({"png_compress_level": 12}, "crop: error: params.yaml: crop.png_compress_level: must be >= 0 and <= 9, got 12"),
+    ({"paddng": 0.1}, "crop: error: params.yaml: crop.paddng: unknown key (did you mean 'padding'?)"),
+])
+def test_stage_bad_params_one_line_exit_2(raw, tmp_path, repo, overrides, message):
+    """Issue 13 item 4: `dvc exp run -S crop.padding=inf` / `=abc` gave a traceback / an unnamed error."""
+    cmd = write_stage_params(repo, tmp_path, **overrides)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == message
+    assert not (tmp_path / "data" / "crops").exists()  # refused before any work
+
+
+def test_every_numeric_crop_and_split_param_has_a_range():
+    from dataclasses import fields
+
+    from maskpipe.crop_config import CropConfig, SplitConfig
+
+    for section in (CropConfig, SplitConfig):
+        for f in fields(section):
+            if f.type in ("int", "float", "int | None"):
+                bounds = [f.metadata.get(k) for k in ("ge", "gt", "le", "lt")]
+                assert any(b is not None for b in bounds), f"{section.__name__}.{f.name} has no range"
+
+
+def huge_png(path: Path, side: int = 13000) -> None:
+    """A real, valid 1-bit PNG of side x side pixels: ~20 KB on disk, 507 MB once decoded to RGB."""
+    Image.new("1", (side, side)).save(path, optimize=False)
+
+
+def test_crop_skips_images_over_the_pixel_cap(tmp_path):
+    """Issue 13 item 6: a 169-Mpx image was decoded with only a Pillow warning."""
+    from maskpipe.crop_config import CropConfig
+    from maskpipe.predict_settings import PredictConfig
+
+    assert CropConfig().max_pixels == PredictConfig().max_pixels == 40_000_000  # one cap, two stages
+    folder = tmp_path / "raw" / "big" / "with_mask"
+    folder.mkdir(parents=True)
+    huge_png(folder / "huge.png")
+    noise(40, 40, seed=1).save(folder / "small.png")
+    noise(30, 30, seed=2).save(folder / "tiny.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = crop.run_crop(tmp_path / "raw", {"big": {"format": "folders"}}, CROP_CFG, SPLIT_CFG, 1, tmp_path,
+                               tmp_path / "c")
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert sorted(result.index.source_image) == ["with_mask/small.png", "with_mask/tiny.png"]
+    (row,) = result.skipped.to_dict("records")
+    assert row["source"] == "with_mask/huge.png" and row["reason"] == "image_too_large"
+    assert "13000x13000 exceeds the 40000000 pixel limit" in row["detail"]
+    on_disk = pd.read_csv(tmp_path / "c" / "skipped.csv")
+    assert on_disk.reason.tolist() == ["image_too_large"]
+    # a lower cap is a params value like any other
+    low = crop.run_crop(tmp_path / "raw", {"big": {"format": "folders"}}, {**CROP_CFG, "max_pixels": 1000},
+                        SPLIT_CFG, 1, tmp_path, tmp_path / "c")
+    assert low.skipped.source.tolist() == ["with_mask/huge.png", "with_mask/small.png"]
+    assert set(low.skipped.reason) == {"image_too_large"} and low.index.source_image.tolist() == ["with_mask/tiny.png"]

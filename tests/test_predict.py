@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from maskpipe.cli import app
-from maskpipe.crop import crop_face
+from maskpipe.crop_geometry import crop_face
 from maskpipe.detect import Detection, iou
 from maskpipe.imaging import ImageReadError, open_rgb
 from maskpipe.predict import (ANOMALY, Predictor, PredictError, PredictSettings, predict_path, report_lines,

@@ -18,6 +18,7 @@ from PIL import Image
 
 from maskpipe.imaging import open_rgb
 from maskpipe.labels import INCORRECT, WITH_MASK
+from maskpipe.schemas import SYNTH_INDEX_COLUMNS
 from maskpipe.synth.landmarks import BOX, DLIB68, face_rect_in_crop, find_landmarks, is_letterboxed
 from maskpipe.synth.placement import (
     BELOW_NOSE,
@@ -32,7 +33,6 @@ from maskpipe.synth.placement import (
 from maskpipe.synth.preview import render_preview
 from maskpipe.synth.synthesize import (
     BOX_MARGIN,
-    INDEX_COLUMNS,
     Plan,
     Settings,
     SkipFace,
@@ -446,7 +446,7 @@ def test_run_writes_contract_outputs_deterministically(shared, crop_index):
 
     records = pd.read_csv(out / "index.csv", keep_default_na=False)
     skipped = pd.read_csv(out / "skipped.csv", keep_default_na=False)
-    assert list(records.columns[: len(INDEX_COLUMNS)]) == list(INDEX_COLUMNS)
+    assert list(records.columns[: len(SYNTH_INDEX_COLUMNS)]) == list(SYNTH_INDEX_COLUMNS)
     assert first.faces == 11  # the with_mask face is not a source
     assert len(records) + len(skipped) == 11
     assert "mask_folders-broken" in set(skipped["source_face_id"])

@@ -14,12 +14,12 @@ import pandas as pd
 import yaml
 from PIL import Image
 
+from maskpipe.schemas import CROP_INDEX_COLUMNS, SYNTH_INDEX_COLUMNS
+
 REPO = Path(__file__).resolve().parents[1]
 
-CROP_COLS = ["face_id", "crop_path", "dataset", "source_image", "label", "box_xmin", "box_ymin", "box_xmax",
-             "box_ymax", "pad_xmin", "pad_ymin", "pad_xmax", "pad_ymax", "split"]
-SYNTH_COLS = ["synth_id", "path", "mask_path", "source_face_id", "source_crop", "source_dataset", "label",
-              "mask_type", "color", "texture", "tilt", "landmark_method", "wear", "split"]
+CROP_COLS = list(CROP_INDEX_COLUMNS)
+SYNTH_COLS = list(SYNTH_INDEX_COLUMNS)
 
 
 def face_image(label: str, size: int, rng: np.random.Generator) -> Image.Image:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -55,7 +56,13 @@ def predict(
     threads: int = typer.Option(2, help="CPU threads for the classifier"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only the summary line"),
 ) -> None:
-    """Find faces and classify each: label, confidence and all class probabilities per face."""
+    """Find faces and classify each: label, confidence and all class probabilities per face.
+
+    In a folder, a file that cannot be used gets an error line naming it and the others are
+    still predicted and written; files that are not images are listed as skipped. The exit
+    status is 0 whenever the run got that far (the summary line counts errors and skips), 1 for
+    an unusable model, settings or input path.
+    """
     try:
         import torch
 
@@ -63,15 +70,22 @@ def predict(
         from maskpipe.io import write_json
         from maskpipe.predict import Predictor, predict_path, report_lines
 
+        from maskpipe.video import TruncatedVideoWarning
+
         settings = _settings(detector=detector, upsample=upsample, video_every_n_frames=every_n_frames,
                              batch_size=batch_size)
         predictor = Predictor.from_model(model, settings)
-        report = predict_path(path, predictor, viz_dir=save_viz, every_n=every_n_frames)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TruncatedVideoWarning)  # in the report, printed below
+            report = predict_path(path, predictor, viz_dir=save_viz, every_n=every_n_frames)
     except _user_errors() as exc:
         _fail(str(exc))
     lines = report_lines(report)
     for line in lines[-1:] if quiet else lines:
         typer.echo(line)
+    for entry in report["inputs"]:
+        for warning in entry.get("warnings") or []:
+            typer.echo(f"warning: {entry['source']}: {warning}", err=True)
     if output is not None:
         write_json(output, report)
         typer.echo(f"results: {output}", err=True)

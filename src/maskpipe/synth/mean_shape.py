@@ -4,151 +4,36 @@ Each point is (x, y) as a fraction of the face box width / height from its top-l
 corner: the per-point median over faces whose dlib landmarks passed every check. Box
 conventions differ between datasets (VOC boxes are tight, folder images are the whole
 photo, LFW uses one fixed box), so there is one shape per dataset and a pooled default.
-Regenerate (and paste below) from a crop index with:
-
-    python -m maskpipe.synth.mean_shape data/crops/index.csv
+The numbers are data, in mean_shapes.json beside this file; refit them from a crop index with
+``python scripts/fit_mean_shape.py data/crops/index.csv``.
 """
 
 from __future__ import annotations
 
-import sys
+import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 DEFAULT = "default"
 DETECTOR_BOX = "dlib_detector"  # relative to dlib's HOG detection box instead of a dataset box
+SHAPES_FILE = Path(__file__).with_name("mean_shapes.json")
 
-# fmt: off
-MEAN_SHAPES: dict[str, list[tuple[float, float]]] = {
-    "default": [  # median over 390 faces
-        (0.043, 0.397), (0.051, 0.500), (0.064, 0.605), (0.092, 0.707), (0.149, 0.802), (0.224, 0.883),
-        (0.309, 0.945), (0.406, 0.992), (0.512, 1.004), (0.618, 0.986), (0.713, 0.935), (0.797, 0.867),
-        (0.862, 0.781), (0.906, 0.683), (0.934, 0.586), (0.945, 0.487), (0.949, 0.377), (0.129, 0.334),
-        (0.193, 0.287), (0.268, 0.273), (0.353, 0.287), (0.429, 0.316), (0.565, 0.311), (0.641, 0.280),
-        (0.719, 0.264), (0.798, 0.274), (0.852, 0.318), (0.500, 0.395), (0.500, 0.462), (0.504, 0.527),
-        (0.508, 0.590), (0.420, 0.647), (0.461, 0.656), (0.508, 0.668), (0.549, 0.660), (0.592, 0.645),
-        (0.229, 0.405), (0.280, 0.387), (0.334, 0.386), (0.387, 0.415), (0.334, 0.426), (0.278, 0.426),
-        (0.617, 0.410), (0.664, 0.377), (0.716, 0.377), (0.765, 0.397), (0.719, 0.416), (0.666, 0.420),
-        (0.340, 0.762), (0.405, 0.741), (0.465, 0.727), (0.508, 0.736), (0.552, 0.727), (0.609, 0.736),
-        (0.666, 0.757), (0.613, 0.809), (0.552, 0.832), (0.509, 0.836), (0.462, 0.832), (0.402, 0.812),
-        (0.367, 0.766), (0.462, 0.765), (0.509, 0.769), (0.552, 0.763), (0.642, 0.758), (0.552, 0.777),
-        (0.509, 0.781), (0.462, 0.776),
-    ],
-    "kaggle_face_mask_detection": [  # median over 107 faces
-        (-0.011, 0.282), (-0.005, 0.401), (0.012, 0.515), (0.038, 0.631), (0.085, 0.738), (0.164, 0.833),
-        (0.274, 0.904), (0.384, 0.959), (0.505, 0.979), (0.622, 0.955), (0.727, 0.894), (0.820, 0.820),
-        (0.888, 0.720), (0.925, 0.600), (0.955, 0.485), (0.960, 0.366), (0.967, 0.247), (0.097, 0.178),
-        (0.163, 0.128), (0.248, 0.106), (0.339, 0.113), (0.429, 0.147), (0.573, 0.141), (0.653, 0.109),
-        (0.736, 0.088), (0.817, 0.102), (0.878, 0.148), (0.519, 0.248), (0.523, 0.323), (0.524, 0.398),
-        (0.521, 0.481), (0.418, 0.549), (0.462, 0.559), (0.514, 0.569), (0.566, 0.554), (0.613, 0.539),
-        (0.198, 0.271), (0.255, 0.253), (0.316, 0.249), (0.372, 0.280), (0.316, 0.295), (0.256, 0.295),
-        (0.630, 0.266), (0.674, 0.228), (0.733, 0.223), (0.791, 0.247), (0.738, 0.272), (0.681, 0.276),
-        (0.331, 0.712), (0.395, 0.667), (0.472, 0.643), (0.514, 0.658), (0.553, 0.643), (0.617, 0.659),
-        (0.672, 0.694), (0.617, 0.741), (0.553, 0.767), (0.509, 0.773), (0.462, 0.770), (0.397, 0.753),
-        (0.361, 0.714), (0.466, 0.692), (0.511, 0.692), (0.553, 0.688), (0.645, 0.697), (0.557, 0.709),
-        (0.509, 0.713), (0.466, 0.712),
-    ],
-    "lfw": [  # median over 100 faces
-        (0.060, 0.420), (0.072, 0.538), (0.086, 0.654), (0.112, 0.770), (0.155, 0.874), (0.219, 0.963),
-        (0.306, 1.044), (0.408, 1.105), (0.519, 1.119), (0.632, 1.105), (0.727, 1.044), (0.807, 0.961),
-        (0.869, 0.862), (0.907, 0.755), (0.923, 0.637), (0.935, 0.517), (0.935, 0.398), (0.145, 0.339),
-        (0.197, 0.287), (0.275, 0.273), (0.356, 0.282), (0.434, 0.311), (0.571, 0.306), (0.647, 0.278),
-        (0.727, 0.264), (0.803, 0.282), (0.850, 0.332), (0.507, 0.391), (0.507, 0.467), (0.514, 0.543),
-        (0.519, 0.623), (0.424, 0.670), (0.467, 0.689), (0.509, 0.699), (0.552, 0.684), (0.595, 0.670),
-        (0.240, 0.410), (0.287, 0.387), (0.339, 0.382), (0.389, 0.415), (0.339, 0.429), (0.282, 0.429),
-        (0.618, 0.410), (0.666, 0.377), (0.718, 0.379), (0.765, 0.401), (0.722, 0.420), (0.670, 0.420),
-        (0.344, 0.817), (0.405, 0.791), (0.467, 0.774), (0.509, 0.788), (0.557, 0.774), (0.618, 0.788),
-        (0.677, 0.817), (0.623, 0.874), (0.566, 0.902), (0.514, 0.911), (0.465, 0.907), (0.405, 0.878),
-        (0.368, 0.822), (0.467, 0.812), (0.514, 0.817), (0.559, 0.812), (0.651, 0.817), (0.561, 0.845),
-        (0.514, 0.850), (0.467, 0.845),
-    ],
-    "mask_folders": [  # median over 183 faces
-        (0.066, 0.422), (0.074, 0.516), (0.094, 0.609), (0.133, 0.699), (0.184, 0.777), (0.258, 0.852),
-        (0.336, 0.914), (0.422, 0.969), (0.508, 0.984), (0.598, 0.969), (0.682, 0.918), (0.758, 0.855),
-        (0.840, 0.773), (0.891, 0.680), (0.926, 0.590), (0.938, 0.504), (0.945, 0.402), (0.121, 0.367),
-        (0.191, 0.326), (0.281, 0.316), (0.355, 0.324), (0.422, 0.352), (0.555, 0.347), (0.625, 0.324),
-        (0.691, 0.309), (0.762, 0.312), (0.824, 0.355), (0.496, 0.422), (0.496, 0.480), (0.500, 0.539),
-        (0.500, 0.602), (0.418, 0.652), (0.461, 0.664), (0.500, 0.672), (0.539, 0.660), (0.578, 0.648),
-        (0.223, 0.434), (0.277, 0.414), (0.328, 0.414), (0.379, 0.441), (0.328, 0.449), (0.273, 0.449),
-        (0.605, 0.441), (0.645, 0.414), (0.695, 0.410), (0.738, 0.426), (0.699, 0.441), (0.652, 0.445),
-        (0.340, 0.758), (0.408, 0.734), (0.461, 0.719), (0.504, 0.730), (0.540, 0.719), (0.594, 0.727),
-        (0.652, 0.742), (0.594, 0.801), (0.543, 0.816), (0.496, 0.820), (0.457, 0.816), (0.402, 0.801),
-        (0.363, 0.762), (0.461, 0.750), (0.500, 0.762), (0.539, 0.754), (0.625, 0.746), (0.539, 0.766),
-        (0.497, 0.773), (0.461, 0.766),
-    ],
-    "dlib_detector": [  # median over 300 faces
-        (-0.007, 0.313), (0.003, 0.447), (0.020, 0.563), (0.045, 0.679), (0.100, 0.793), (0.185, 0.890),
-        (0.287, 0.962), (0.397, 1.017), (0.518, 1.034), (0.638, 1.016), (0.741, 0.955), (0.839, 0.877),
-        (0.910, 0.780), (0.952, 0.668), (0.976, 0.547), (0.987, 0.417), (0.996, 0.292), (0.100, 0.234),
-        (0.162, 0.177), (0.248, 0.161), (0.334, 0.172), (0.420, 0.203), (0.572, 0.200), (0.664, 0.170),
-        (0.755, 0.155), (0.839, 0.169), (0.901, 0.224), (0.501, 0.292), (0.507, 0.373), (0.507, 0.455),
-        (0.508, 0.531), (0.407, 0.592), (0.455, 0.605), (0.511, 0.618), (0.555, 0.604), (0.602, 0.592),
-        (0.204, 0.313), (0.256, 0.286), (0.312, 0.286), (0.369, 0.319), (0.311, 0.330), (0.253, 0.330),
-        (0.635, 0.318), (0.689, 0.280), (0.750, 0.282), (0.801, 0.307), (0.755, 0.324), (0.693, 0.325),
-        (0.326, 0.742), (0.390, 0.707), (0.460, 0.689), (0.513, 0.698), (0.561, 0.689), (0.626, 0.703),
-        (0.692, 0.734), (0.631, 0.797), (0.565, 0.815), (0.513, 0.820), (0.457, 0.817), (0.392, 0.795),
-        (0.354, 0.744), (0.461, 0.732), (0.512, 0.734), (0.563, 0.728), (0.665, 0.737), (0.565, 0.755),
-        (0.512, 0.761), (0.462, 0.756),
-    ],
-}
-# fmt: on
+
+@lru_cache(maxsize=1)
+def mean_shapes() -> dict[str, np.ndarray]:
+    """name -> (68, 2) float64 array, from mean_shapes.json."""
+    doc = json.loads(SHAPES_FILE.read_text(encoding="utf-8"))
+    shapes = {name: np.asarray(entry["points"], dtype=np.float64) for name, entry in doc.items()}
+    for name, shape in shapes.items():
+        if shape.shape != (68, 2):
+            raise ValueError(f"{SHAPES_FILE}: shape {name!r} has {shape.shape}, expected (68, 2)")
+    if DEFAULT not in shapes:
+        raise ValueError(f"{SHAPES_FILE}: no {DEFAULT!r} shape")
+    return shapes
 
 
 def mean_shape(dataset: str | None = None) -> np.ndarray:
-    shape = MEAN_SHAPES.get(dataset or DEFAULT) or MEAN_SHAPES[DEFAULT]
-    return np.asarray(shape, dtype=np.float64)
-
-
-def fit_mean_shape(samples) -> np.ndarray:
-    """Median box-relative shape of ``samples``: iterable of (points (68, 2), face rect)."""
-    rel = []
-    for points, (x0, y0, x1, y1) in samples:
-        rel.append(np.column_stack([(points[:, 0] - x0) / (x1 - x0), (points[:, 1] - y0) / (y1 - y0)]))
-    if not rel:
-        raise ValueError("no faces with landmarks to fit a mean shape on")
-    return np.median(np.stack(rel), axis=0)
-
-
-def format_shapes(shapes: dict[str, np.ndarray], counts: dict[str, int]) -> str:
-    out = ["MEAN_SHAPES: dict[str, list[tuple[float, float]]] = {"]
-    for name, shape in shapes.items():
-        pairs = [f"({x:.3f}, {y:.3f})" for x, y in shape]
-        out.append(f"    {name!r}: [  # median over {counts[name]} faces")
-        out += [f"        {', '.join(pairs[i : i + 6])}," for i in range(0, len(pairs), 6)]
-        out.append("    ],")
-    out.append("}")
-    return "\n".join(out)
-
-
-def fit_from_samples(by_dataset: dict[str, list]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    shapes = {DEFAULT: fit_mean_shape([s for group in by_dataset.values() for s in group])}
-    counts = {DEFAULT: sum(len(group) for group in by_dataset.values())}
-    for name, group in sorted(by_dataset.items()):
-        if len(group) >= 20:  # fewer faces give a noisy median; the default covers them
-            shapes[name] = fit_mean_shape(group)
-            counts[name] = len(group)
-    return shapes, counts
-
-
-def main(index_csv: str) -> None:
-    from maskpipe.synth.landmarks import DLIB68, find_landmarks
-    from maskpipe.synth.synthesize import iter_source_faces, load_crop_face
-
-    by_dataset: dict[str, list] = {}
-    by_detection: list = []
-    for row in iter_source_faces(Path(index_csv)):
-        crop = load_crop_face(row)
-        found = find_landmarks(crop.image, crop.rect, dataset=row["dataset"])
-        if found.method == DLIB68:
-            by_dataset.setdefault(row["dataset"], []).append((found.points, crop.rect))
-            if found.detection is not None:
-                by_detection.append((found.points, found.detection))
-    shapes, counts = fit_from_samples(by_dataset)
-    shapes[DETECTOR_BOX] = fit_mean_shape(by_detection)
-    counts[DETECTOR_BOX] = len(by_detection)
-    print(format_shapes(shapes, counts))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])
+    shapes = mean_shapes()
+    return shapes.get(dataset or DEFAULT, shapes[DEFAULT]).copy()

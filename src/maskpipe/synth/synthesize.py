@@ -22,6 +22,7 @@ from PIL import Image, ImageColor
 from maskpipe.imaging import ImageReadError, open_rgb
 from maskpipe.io import atomic_dir, write_csv
 from maskpipe.labels import INCORRECT, WITH_MASK, WITHOUT_MASK
+from maskpipe.schemas import CROP_INDEX_COLUMNS, SYNTH_INDEX_COLUMNS, SYNTH_SKIP_COLUMNS
 from maskpipe.synth.landmarks import BOX, DLIB68, Landmarks, face_rect_in_crop, find_landmarks, is_letterboxed
 from maskpipe.synth.placement import (
     BELOW_NOSE,
@@ -42,15 +43,6 @@ from maskpipe.synth.placement import (
 )
 from maskpipe.synth.templates import TemplateSet, load_texture, paint_color, paint_texture
 
-CROP_COLUMNS = (
-    "face_id", "crop_path", "dataset", "label", "split",
-    "box_xmin", "box_ymin", "box_xmax", "box_ymax", "pad_xmin", "pad_ymin", "pad_xmax", "pad_ymax",
-)  # fmt: skip
-INDEX_COLUMNS = (
-    "synth_id", "path", "mask_path", "source_face_id", "source_crop", "source_dataset", "label",
-    "mask_type", "color", "texture", "tilt", "landmark_method", "wear", "split",
-)  # fmt: skip
-SKIP_COLUMNS = ("source_face_id", "source_crop", "source_dataset", "split", "landmark_method", "reason_code", "reason")
 COVERED = 0.5  # alpha at or above this counts as covered (also the binary mask threshold)
 
 
@@ -403,7 +395,7 @@ def read_crop_index(index_csv: Path) -> pd.DataFrame:
         frame = pd.read_csv(index_csv, dtype={"face_id": str, "crop_path": str, "dataset": str, "label": str, "split": str})
     except Exception as exc:
         raise SynthesisError(f"{index_csv}: cannot read CSV ({exc.__class__.__name__}: {exc})") from exc
-    missing = [c for c in CROP_COLUMNS if c not in frame.columns]
+    missing = [c for c in CROP_INDEX_COLUMNS if c not in frame.columns]
     if missing:
         raise SynthesisError(f"{index_csv}: missing column(s) {', '.join(missing)}")
     if frame["face_id"].duplicated().any():
@@ -591,8 +583,8 @@ def run_synthesis(
             outcomes = [_process(row) for row in tqdm(rows, **bar)]
         records = pd.DataFrame([r for kind, r in outcomes if kind == "ok"])
         skipped = pd.DataFrame([r for kind, r in outcomes if kind == "skip"])
-        records = records.reindex(columns=[*INDEX_COLUMNS, "template", "detector_agreed"])
-        skipped = skipped.reindex(columns=[*SKIP_COLUMNS, "label", "wear", "mask_type", "detector_agreed"])
+        records = records.reindex(columns=[*SYNTH_INDEX_COLUMNS, "template", "detector_agreed"])
+        skipped = skipped.reindex(columns=[*SYNTH_SKIP_COLUMNS, "label", "wear", "mask_type", "detector_agreed"])
         records = records.sort_values("synth_id", kind="stable").reset_index(drop=True)
         skipped = skipped.sort_values("source_face_id", kind="stable").reset_index(drop=True)
         write_csv(tmp / "index.csv", records)

@@ -1,0 +1,117 @@
+"""Predictor: detector + crop geometry + classifier, whole pictures in, face dicts out.
+
+    predictor = Predictor.from_model("mask_cnn")              # or a path / models:/ URI
+    faces = predictor.predict_image(pil_image)                # face dicts (predict_report.py)
+
+One-class (autoencoder) models have no class probabilities: ``label`` is the trained class when
+the reconstruction error is at most the threshold (the ``threshold_percentile``-th percentile
+of the training errors stored in the artifact) and ``anomaly`` otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from maskpipe.crop_geometry import crop_face
+from maskpipe.detect import get_detector
+from maskpipe.imaging import to_rgb
+from maskpipe.predict_errors import PredictError
+from maskpipe.predict_models import resolve_model
+from maskpipe.predict_report import ANOMALY
+from maskpipe.predict_settings import PredictSettings
+
+
+class Predictor:
+    """Detector + crop geometry + classifier: whole pictures in, face dicts out."""
+
+    def __init__(self, model, meta: dict, settings: PredictSettings | None = None, source: str = ""):
+        self.model, self.meta = model, meta
+        self.settings = settings or PredictSettings()
+        self.source = source
+        self.classes = list(meta["classes"])
+        self.task = meta["task"]
+        self.threshold: float | None = None
+        if self.task == "oneclass":
+            pct = meta.get("error_percentiles")
+            if not pct or len(pct) <= self.settings.threshold_percentile:
+                raise PredictError(f"{source or meta.get('model_name')}: one-class model without stored "
+                                   "training error percentiles; cannot set an anomaly threshold (retrain it)")
+            self.threshold = float(pct[self.settings.threshold_percentile])
+        self.detector = get_detector(self.settings.detector)
+        self._crop = self.settings.crop_settings()
+
+    @classmethod
+    def from_model(cls, spec: str | os.PathLike, settings: PredictSettings | None = None) -> "Predictor":
+        path, source = resolve_model(spec)
+        return cls.from_path(path, settings, source=source)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike, settings: PredictSettings | None = None,
+                  source: str | None = None) -> "Predictor":
+        from maskpipe.training.artifact import ArtifactError, load_model  # torch.load(weights_only=True)
+
+        try:
+            model, meta = load_model(path, device="cpu")
+        except ArtifactError as exc:
+            raise PredictError(str(exc)) from exc
+        return cls(model, meta, settings, source=source or str(path))
+
+    def describe(self) -> dict[str, Any]:
+        info = {k: self.meta.get(k) for k in ("model_name", "arch", "task", "classes", "image_size", "epoch",
+                                                "best_metric", "best_metric_name")}
+        info["source"] = self.source
+        if self.threshold is not None:
+            info["threshold"] = self.threshold
+            info["threshold_percentile"] = self.settings.threshold_percentile
+        return info
+
+    # -- core
+    def classify(self, crops: Sequence[Image.Image]) -> list[dict[str, Any]]:
+        """Label, confidence and probabilities for face crops (already padded and resized)."""
+        from maskpipe.training.predict import predict_proba
+        from maskpipe.training.transforms import preprocess
+
+        out: list[dict[str, Any]] = []
+        size, mean, std = int(self.meta["image_size"]), self.meta["mean"], self.meta["std"]
+        for start in range(0, len(crops), self.settings.batch_size):
+            batch = preprocess(list(crops[start:start + self.settings.batch_size]), size, mean, std)
+            scores = predict_proba(self.model, self.meta, batch)
+            for row in scores:
+                out.append(self._face_fields(row))
+        return out
+
+    def _face_fields(self, row: np.ndarray) -> dict[str, Any]:
+        if self.task == "oneclass":
+            error = float(row[0])
+            label = self.classes[0] if error <= self.threshold else ANOMALY
+            return {"label": label, "confidence": None, "probabilities": {},
+                    "anomaly_score": round(error, 6), "threshold": round(self.threshold, 6)}
+        best = int(np.argmax(row))
+        return {"label": self.classes[best], "confidence": round(float(row[best]), 4),
+                "probabilities": {c: round(float(p), 4) for c, p in zip(self.classes, row)}}
+
+    def predict_images(self, images: Sequence[Image.Image]) -> list[list[dict[str, Any]]]:
+        """Faces per image; the crops of all images are classified in shared batches."""
+        per_image: list[list[dict[str, Any]]] = []
+        crops: list[Image.Image] = []
+        for img in images:
+            img = to_rgb(img)
+            faces = []
+            for det in self.detector(img):
+                crop, pad = crop_face(img, det.box, self._crop)
+                crops.append(crop)
+                faces.append({"box": [int(round(v)) for v in det.box], "padded_box": list(pad),
+                              "detector_score": round(det.score, 4)})
+            per_image.append(faces)
+        labels = iter(self.classify(crops))
+        for faces in per_image:
+            for face in faces:
+                face.update(next(labels))
+        return per_image
+
+    def predict_image(self, img: Image.Image) -> list[dict[str, Any]]:
+        return self.predict_images([img])[0]
