@@ -93,7 +93,8 @@ class PredictSettings:
     def from_params(cls, predict_cfg: dict[str, Any] | None = None,
                     crop_cfg: dict[str, Any] | None = None, **overrides: Any) -> "PredictSettings":
         p, c = dict(predict_cfg or {}), dict(crop_cfg or {})
-        det = {k: p[k] for k in ("detector", "upsample", "min_face", "min_score", "calibrate") if k in p}
+        det = {k: p[k] for k in ("detector", "upsample", "min_face", "min_score", "calibrate", "upscale",
+                                 "score_threshold", "threads") if k in p}
         det.update({k: v for k, v in overrides.items() if k in ("detector", "upsample", "min_face", "min_score")
                     and v is not None})
         values = {
