@@ -4,9 +4,9 @@ What a user runs (``maskpipe predict photo.png``) is scored against the annotate
 photos the crop stage put in the **test** split (split by source image, so no face of these photos
 was trained on):
 
-- per-class AP and mAP at IoU 0.5: COCO's 101-point interpolated AP from torchmetrics'
-  ``MeanAveragePrecision`` (pycocotools backend); a prediction's score is
-  detector score x class confidence, its class the classifier's top label;
+- per-class AP and mAP at IoU 0.5: COCO's 101-point interpolated AP (pycocotools' COCOeval, the
+  reference implementation); a prediction's score is detector score x class confidence, its class
+  the classifier's top label (the issue's figures used 11-point VOC AP: not the same number);
 - detection recall / precision (class-agnostic, greedy one-to-one matching at IoU >= 0.5, the same
   rule as ``maskpipe.detect.detection_recall``) and recall by annotated face width;
 - end-to-end accuracy: of the matched faces, the share labelled right (``accuracy_matched``), and
@@ -169,55 +169,61 @@ def _score(pred: dict) -> float:
 
 def average_precision(photos: Sequence[Photo], predictions: Sequence[Sequence[dict]], classes: Sequence[str],
                       iou_threshold: float = 0.5) -> dict[str, Any]:
-    """Per-class AP, mAP and PR curves (COCO 101-point interpolation) from torchmetrics.
+    """Per-class AP, mAP and PR curves: COCO's evaluation (pycocotools' COCOeval, 101-point interpolation).
 
     Returns ``{"map": float, "ap": {class: AP or None}, "pr": {class: (recall[], precision[])},
     "faces_per_class": {...}}``; a class with no annotated face has AP None and is left out of mAP
     (COCO's rule). At most 1000 detections per photo count (COCO's default of 100 is below the
-    number of faces in some crowd photos).
+    number of faces in some crowd photos). pycocotools directly rather than torchmetrics' wrapper
+    of it: importing torchmetrics took 15-20 s here.
     """
-    import torch
-    from torchmetrics.detection import MeanAveragePrecision
+    import contextlib
+    import io
 
-    ids = {c: i for i, c in enumerate(classes)}
-    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=[iou_threshold],
-                                  class_metrics=True, extended_summary=True,
-                                  max_detection_thresholds=[1, 100, 1000], backend="pycocotools")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    ids = {c: i + 1 for i, c in enumerate(classes)}  # COCO ids start at 1 (0 means "unmatched")
     unknown = sorted({lab for p in photos for lab in p.labels} - set(ids))
     if unknown:
         raise WildError(f"annotated labels {unknown} are not classes of the model ({', '.join(classes)})")
-    preds, target = [], []
-    for photo, faces in zip(photos, predictions, strict=True):
-        faces = [f for f in faces if f["label"] in ids]
-        preds.append({"boxes": torch.tensor([f["box"] for f in faces], dtype=torch.float64).reshape(-1, 4),
-                      "scores": torch.tensor([_score(f) for f in faces], dtype=torch.float64),
-                      "labels": torch.tensor([ids[f["label"]] for f in faces], dtype=torch.int64)})
-        target.append({"boxes": torch.tensor(photo.boxes, dtype=torch.float64).reshape(-1, 4),
-                       "labels": torch.tensor([ids[lab] for lab in photo.labels], dtype=torch.int64)})
-    metric.update(preds, target)
-    result = metric.compute()
-    # precision: (iou thresholds, 101 recall points, classes seen, area ranges, max-dets); area 0 = all,
-    # max-dets -1 = 1000; -1 entries = class without annotated faces. result["classes"] maps the axis.
-    precision = result["precision"][0, :, :, 0, -1].numpy()
-    recall_points = np.linspace(0.0, 1.0, 101)
-    seen = [int(c) for c in result["classes"]]
-    ap: dict[str, float | None] = {c: None for c in classes}
-    pr: dict[str, tuple[list[float], list[float]]] = {}
-    for axis, cid in enumerate(seen):
-        curve = precision[:, axis]
-        if (curve < 0).all():
-            continue
-        name = classes[cid]
-        ap[name] = float(curve.mean())
-        valid = curve >= 0
-        pr[name] = (recall_points[valid].tolist(), curve[valid].tolist())
-    defined = [v for v in ap.values() if v is not None]
-    mean_ap = float(np.mean(defined)) if defined else float("nan")
-    coco = float(result["map_50"])
-    if defined and not math.isclose(mean_ap, coco, abs_tol=1e-6):
-        raise WildError(f"per-class APs average to {mean_ap:.6f} but torchmetrics' map_50 is {coco:.6f}")
+    images, truth, dets = [], [], []
+    for image_id, (photo, faces) in enumerate(zip(photos, predictions, strict=True), start=1):
+        images.append({"id": image_id})
+        for box, label in zip(photo.boxes, photo.labels):
+            w, h = box[2] - box[0], box[3] - box[1]
+            truth.append({"id": len(truth) + 1, "image_id": image_id, "category_id": ids[label],
+                          "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
+        for f in faces:
+            if f["label"] in ids:
+                x0, y0, x1, y1 = (float(v) for v in f["box"])
+                dets.append({"image_id": image_id, "category_id": ids[f["label"]],
+                             "bbox": [x0, y0, x1 - x0, y1 - y0], "score": _score(f)})
     counts = {c: sum(lab == c for p in photos for lab in p.labels) for c in classes}
-    return {"map": mean_ap, "ap": ap, "pr": pr, "faces_per_class": counts}
+    ap: dict[str, float | None] = {c: (0.0 if counts[c] else None) for c in classes}
+    pr: dict[str, tuple[list[float], list[float]]] = {}
+    if dets:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            gt = COCO()
+            gt.dataset = {"images": images, "annotations": truth, "categories": [{"id": i} for i in ids.values()]}
+            gt.createIndex()
+            evaluation = COCOeval(gt, gt.loadRes(dets), iouType="bbox")
+            evaluation.params.iouThrs = np.array([iou_threshold])
+            evaluation.params.maxDets = [1, 100, 1000]
+            evaluation.evaluate()
+            evaluation.accumulate()
+        # precision: (iou thresholds, 101 recall points, categories, area ranges, max-dets); area 0 = all,
+        # max-dets -1 = 1000; -1 entries: a category without annotated faces
+        precision = evaluation.eval["precision"][0, :, :, 0, -1]
+        recall_points = np.asarray(evaluation.params.recThrs)
+        for axis, cid in enumerate(evaluation.params.catIds):
+            name, curve = classes[cid - 1], precision[:, axis]
+            if counts[name] == 0:
+                continue
+            ap[name] = float(curve.mean())
+            pr[name] = (recall_points.tolist(), curve.tolist())
+    defined = [v for v in ap.values() if v is not None]
+    return {"map": float(np.mean(defined)) if defined else float("nan"), "ap": ap, "pr": pr, "faces_per_class": counts}
 
 
 # ------------------------------------------------------------------------------ run
