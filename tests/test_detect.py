@@ -144,3 +144,16 @@ def test_retinaface_upscale_maps_boxes_back_to_the_original_image(shared):
     assert len(at2) == len(at1) >= 5
     for a, b in zip(at2, at1):
         assert a.raw_box == pytest.approx([v / 2 for v in b.raw_box], abs=0.6)
+
+
+@pytest.mark.shared
+def test_detect_many_in_parallel_equals_one_at_a_time(shared):
+    images = [open_rgb(p) for p in sorted((shared / KAGGLE / "images").glob("*.png"))[:6]]
+    parallel = FaceDetector(DetectorSettings(name="retinaface", workers=2))
+    serial = FaceDetector(DetectorSettings(name="retinaface", workers=1))
+    many = parallel.detect_many(images)
+    assert many == [serial(img) for img in images] == serial.detect_many(images)
+    assert sum(len(d) for d in many) > 0
+    # MTCNN is not thread-safe: detect_many runs it image by image, same result as calling it
+    mtcnn = get_detector(DetectorSettings(name="mtcnn"))
+    assert mtcnn.detect_many(images[:2]) == [mtcnn(img) for img in images[:2]]
