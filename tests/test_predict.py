@@ -223,7 +223,7 @@ def test_cli_predict_prints_faces_and_writes_json(shared, tmp_path, models):
     assert len(face_lines) == len(report["inputs"][0]["faces"]) >= 4
     assert "with_mask=" in face_lines[0] and "box=(" in face_lines[0]
     assert report["model"]["model_name"] == "tiny_multiclass"
-    assert report["settings"]["detector"]["name"] == "mtcnn"
+    assert report["settings"]["detector"]["name"] == "retinaface"  # params.yaml predict.detector
     assert (tmp_path / "viz" / f"{MULTI_FACE}.png").is_file()
 
 
