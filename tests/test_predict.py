@@ -273,7 +273,7 @@ def test_cli_predict_prints_faces_and_writes_json(shared, tmp_path, models):
     assert len(face_lines) == len(report["inputs"][0]["faces"]) >= 4
     assert "with_mask=" in face_lines[0] and "box=(" in face_lines[0]
     assert report["model"]["model_name"] == "tiny_multiclass"
-    assert report["settings"]["detector"]["name"] == "mtcnn"
+    assert report["settings"]["detector"]["name"] == "retinaface"  # params.yaml predict.detector
     assert (tmp_path / "viz" / f"{MULTI_FACE}.png").is_file()
 
 
@@ -288,3 +288,16 @@ def test_cli_errors_are_one_line(tmp_path, models):
     assert broken.exit_code == 1 and "cannot load model file" in broken.stderr
     detector = runner.invoke(app, ["predict", str(tmp_path), "--model", str(models["binary"]), "--detector", "haar"])
     assert detector.exit_code == 1 and "unknown detector 'haar'" in detector.stderr
+
+
+@pytest.mark.shared
+def test_folder_progress_bar_shows_faces_per_second(shared, tmp_path, models, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for stem in ("maksssksksss0", MULTI_FACE):
+        (folder / f"{stem}.png").write_bytes((shared / KAGGLE / "images" / f"{stem}.png").read_bytes())
+    pred = Predictor.from_path(models["multiclass"], PredictSettings(batch_size=1))
+    report = predict_path(folder, pred, progress=True)
+    err = capsys.readouterr().err
+    n = report["summary"]["faces"]
+    assert n > 0 and f"{n} faces, " in err and "faces/s" in err

@@ -110,3 +110,21 @@ def test_report_models_come_from_params():
     assert report_models({"models": ["b"]}, ["a", "b"]) == ["b"]
     with pytest.raises(ReportError, match="report.models: c not under"):
         report_models({"models": ["c"]}, ["a", "b"])
+
+
+def test_whole_photo_metrics_get_a_column_and_a_section(tmp_path):
+    """metrics/wild/<model>.json (evaluate_wild) is read when present: a wild/map50 column and a table."""
+    write_inputs(tmp_path)
+    (tmp_path / "metrics/wild").mkdir()
+    (tmp_path / "metrics/wild/three.json").write_text(json.dumps(
+        {"photos": 30, "faces": 150, "map50": 0.42, "ap50/with_mask": 0.6, "ap50/without_mask": 0.5,
+         "ap50/mask_weared_incorrect": 0.16, "detection/recall": 0.8, "detection/precision": 0.85,
+         "detection/recall_0-16px": 0.5, "accuracy_matched": 0.75}))
+    results = load_results(list(MODELS), tmp_path / "metrics/models", tmp_path / "metrics/eval", tmp_path / "metrics/wild")
+    md, data = build_report(results, "test/macro_f1")
+    assert "wild/map50" in data["columns"]
+    assert data["leaderboard"][0]["metrics"]["wild/map50"] == 0.42
+    assert data["leaderboard"][1]["metrics"]["wild/map50"] is None  # cnn: not scored on whole photos
+    section = md.split("## Whole photos")[1].split("##")[0]
+    assert "| `three` | 30 | 150 | 0.4200 | 0.6000 | 0.5000 | 0.1600 | 0.8000 | 0.8500 | 0.5000 | 0.7500 |" in section
+    assert "`cnn`" not in section

@@ -334,7 +334,7 @@ def test_pyfunc_model_holds_no_pickle(registered, store):
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert {"MLmodel", "pyfunc_model.py", "artifacts/model.pt", "artifacts/predict_settings.json"} <= files
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))]
-    assert json.loads((local / "artifacts" / "predict_settings.json").read_text())["detector"]["name"] == "mtcnn"
+    assert json.loads((local / "artifacts" / "predict_settings.json").read_text())["detector"]["name"] == "retinaface"
 
 
 def test_predict_resolves_a_registered_model_name(registered, store, tmp_path, monkeypatch):

@@ -49,7 +49,7 @@ def predict(
     model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the full results as JSON here"),
     save_viz: Optional[Path] = typer.Option(None, "--save-viz", help="folder for annotated images / video"),
-    detector: Optional[str] = typer.Option(None, help="mtcnn | dlib_hog | dlib_cnn (default: params predict.detector)"),
+    detector: Optional[str] = typer.Option(None, help="retinaface | mtcnn | dlib_hog | dlib_cnn (default: params predict.detector)"),
     upsample: Optional[int] = typer.Option(None, help="dlib detectors: image doublings before detection"),
     every_n_frames: Optional[int] = typer.Option(None, "--every-n-frames", help="video: classify every N-th frame"),
     batch_size: Optional[int] = typer.Option(None, help="images per batch"),
@@ -99,7 +99,7 @@ def serve(
     host: Optional[str] = typer.Option(None, help="interface to bind (default 127.0.0.1: this machine only)"),
     port: Optional[int] = typer.Option(None, help="port (default: params predict.serve.port, 8000)"),
     max_body_mb: Optional[float] = typer.Option(None, help="largest accepted upload in MB"),
-    detector: Optional[str] = typer.Option(None, help="mtcnn | dlib_hog | dlib_cnn"),
+    detector: Optional[str] = typer.Option(None, help="retinaface | mtcnn | dlib_hog | dlib_cnn"),
     threads: int = typer.Option(2, help="CPU threads for the classifier"),
     workers: Optional[int] = typer.Option(None, help="decode/predict threads (default: params predict.serve.workers, 2)"),
 ) -> None:

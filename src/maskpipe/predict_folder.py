@@ -8,6 +8,8 @@ followed (as ``Path.rglob`` did not), which also keeps a link loop from recursin
 
 from __future__ import annotations
 
+import time
+
 import os
 import stat
 from dataclasses import dataclass, field
@@ -120,6 +122,7 @@ def predict_images_in(paths: Sequence[Path], predictor: "Predictor", root: Path 
     batch_size = predictor.settings.batch_size
     rel_of = {p: (p.relative_to(root) if root else Path(p.name)) for p in paths}
     bar = tqdm(total=len(paths), unit="img", desc="predict", disable=None if progress is None else not progress)
+    n_faces, started = 0, time.perf_counter()
     try:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
@@ -146,6 +149,9 @@ def predict_images_in(paths: Sequence[Path], predictor: "Predictor", root: Path 
                         except OSError as exc:
                             entry["error"] = f"{rel}: cannot write {target} ({exc})"
                 results.append(entry)
+                n_faces += len(entry["faces"])
+            bar.set_postfix_str(f"{n_faces} faces, {n_faces / max(time.perf_counter() - started, 1e-9):.1f} faces/s",
+                                refresh=False)
             bar.update(len(chunk))
     finally:
         bar.close()

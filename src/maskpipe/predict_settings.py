@@ -20,7 +20,8 @@ from maskpipe.settings import Section, option
 
 GEOMETRY_KEYS = {"padding": "padding", "size": "crop_size", "resize": "resize"}  # crop.<key> -> settings field
 DETECTOR_KEYS = {"detector": "name", "upsample": "upsample", "min_face": "min_face", "min_score": "min_score",
-                 "calibrate": "calibrate"}  # predict.<key> -> DetectorSettings field
+                 "calibrate": "calibrate", "upscale": "upscale", "score_threshold": "score_threshold",
+                 "threads": "threads", "workers": "workers"}  # predict.<key> -> DetectorSettings field
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,11 @@ class PredictConfig(Section):
 
     ignored_keys = ("serve",)
 
-    detector: str = option("mtcnn", choices=DETECTORS, doc="face detector")
+    detector: str = option("retinaface", choices=DETECTORS, doc="face detector")
+    upscale: float = option(2.0, ge=0.5, le=4, doc="retinaface: image enlarged by this factor first")
+    score_threshold: float = option(0.5, gt=0, lt=1, doc="retinaface: keep detections scored above this")
+    threads: int = option(1, ge=1, le=64, doc="retinaface: onnxruntime threads per image")
+    workers: int = option(2, ge=1, le=64, doc="retinaface: images of a batch detected at once")
     upsample: int = option(1, ge=0, le=3, doc="dlib detectors: image doublings before detection")
     min_face: int = option(20, ge=8, le=4096, doc="mtcnn: smallest face side searched for (px)")
     # detectors report >= 0 (dlib is run at its own threshold 0; mtcnn gives probabilities)

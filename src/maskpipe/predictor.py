@@ -98,10 +98,13 @@ class Predictor:
         """Faces per image; the crops of all images are classified in shared batches."""
         per_image: list[list[dict[str, Any]]] = []
         crops: list[Image.Image] = []
-        for img in images:
-            img = to_rgb(img)
+        images = [to_rgb(img) for img in images]
+        # detection of the batch's images in parallel (settings.detector.workers), then one classifier pass
+        detect_many = getattr(self.detector, "detect_many", None)  # a plain callable stands in for tests
+        detections = detect_many(images) if detect_many else [self.detector(img) for img in images]
+        for img, dets in zip(images, detections):
             faces = []
-            for det in self.detector(img):
+            for det in dets:
                 crop, pad = crop_face(img, det.box, self._crop)
                 crops.append(crop)
                 faces.append({"box": [int(round(v)) for v in det.box], "padded_box": list(pad),

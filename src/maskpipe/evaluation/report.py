@@ -1,7 +1,8 @@
 """Cross-model report: metrics/report.md and metrics/report.json from each model's evaluation.
 
 Inputs per model: metrics/models/<model>.json (the numbers) and metrics/eval/<model>/summary.json
-(task, classes, set sizes, notes and the resolved params the model was trained with).
+(task, classes, set sizes, notes and the resolved params the model was trained with), and, when
+the evaluate_wild stage scored the model on whole photos, metrics/wild/<model>.json.
 
 - Leaderboard: models ranked by ``report.primary_metric`` (default ``test/macro_f1``), higher is
   better unless the metric is listed in ``report.lower_is_better``; undefined (null) values rank last.
@@ -58,17 +59,20 @@ def report_models(report_cfg: dict | None, all_models: Sequence[str]) -> list[st
     return list(chosen)
 
 
-def load_results(models: Sequence[str], metrics_dir: Path, eval_dir: Path) -> list[ModelResult]:
+def load_results(models: Sequence[str], metrics_dir: Path, eval_dir: Path,
+                 wild_dir: Path | None = None) -> list[ModelResult]:
+    """Each model's metrics, plus its whole-photo metrics (``wild_dir/<model>.json``, prefixed
+    ``wild/``) for the models evaluate_wild scores."""
     if not models:
         raise ReportError("no models given")
-    return [
-        ModelResult(
-            m,
-            _read_json(Path(metrics_dir) / f"{m}.json", "metrics"),
-            _read_json(Path(eval_dir) / m / "summary.json", "evaluation summary"),
-        )
-        for m in models
-    ]
+    results = []
+    for m in models:
+        metrics = _read_json(Path(metrics_dir) / f"{m}.json", "metrics")
+        wild = Path(wild_dir) / f"{m}.json" if wild_dir is not None else None
+        if wild is not None and wild.is_file():
+            metrics.update({f"wild/{k}": v for k, v in _read_json(wild, "whole-photo metrics").items()})
+        results.append(ModelResult(m, metrics, _read_json(Path(eval_dir) / m / "summary.json",
+                                                          "evaluation summary")))
 
 
 def _fmt(v: Any) -> str:
@@ -144,6 +148,10 @@ def extra_metric_columns(results: Sequence[ModelResult]) -> list[str]:
         k = "test/mahalanobis/roc_auc"
         if k in r.metrics and k not in cols:
             cols.append(k)
+    for r in results:  # whole photos (evaluate_wild): detection + classification, mAP@0.5
+        for k in ("wild/map50", "wild/detection/recall", "wild/accuracy_matched"):
+            if k in r.metrics and k not in cols:
+                cols.append(k)
     return cols
 
 
@@ -187,6 +195,16 @@ def build_report(results: Sequence[ModelResult], primary_metric: str, lower_is_b
             set_rows.append([f"`{r.name}`", set_name, ", ".join(info.get("datasets") or []),
                              info.get("n_scored"), labels])
     md += [_table(["model", "set", "datasets", "images scored", "images by label"], set_rows), ""]
+    wild = [r for r in ranked if "wild/map50" in r.metrics]
+    if wild:
+        md += ["## Whole photos (detector + classifier, test-split photos, IoU 0.5)", "",
+               "`maskpipe predict` on whole photos, scored against every annotated box: COCO AP per class "
+               "(a box must be found *and* labelled right), detection recall / precision whatever the label, "
+               "and the share of found faces labelled right.", ""]
+        keys = ["photos", "faces", "map50", "ap50/with_mask", "ap50/without_mask", "ap50/mask_weared_incorrect",
+                "detection/recall", "detection/precision", "detection/recall_0-16px", "accuracy_matched"]
+        md += [_table(["model", *[f"`{k}`" for k in keys]],
+                      [[f"`{r.name}`", *[r.metrics.get(f"wild/{k}") for k in keys]] for r in wild]), ""]
     md += ["## Params that differ between models", ""]
     if diff:
         names = [r.name for r in ranked]

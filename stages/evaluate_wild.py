@@ -1,0 +1,54 @@
+"""DVC stage `evaluate_wild@<model>`: python stages/evaluate_wild.py MODEL
+
+Detector + classifier on the whole Kaggle photos of the crop stage's test split, scored against
+their annotated boxes (see maskpipe.evaluation.wild):
+-> metrics/wild/MODEL.json (+ MODEL.details.json) and metrics/plots/MODEL/wild/ (pr_<class>.csv,
+   pr_curves.png, photos.png). The detector and crop geometry are params.yaml `predict:` / `crop:`, as for
+   `maskpipe predict`, so a detector change shows up here as a change in mAP.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from maskpipe.params import ParamsError, load_params
+
+
+def main(
+    model: str = typer.Argument(..., help="a 3-class model, listed in params.yaml evaluate_wild.models"),
+    params: Path = typer.Option(Path("params.yaml"), help="params file"),
+    models_dir: Path = typer.Option(Path("data/models"), help="folder of <model>/model.pt"),
+    crops: Path = typer.Option(Path("data/crops/index.csv"), help="crop index (its split column)"),
+    raw_dir: Path = typer.Option(Path("data/raw"), help="folder of <dataset>/ (the download stage's output)"),
+    metrics_dir: Path = typer.Option(Path("metrics/wild"), help="where <model>.json goes"),
+    plots_dir: Path = typer.Option(Path("metrics/plots"), help="where <model>/wild/ goes"),
+) -> None:
+    import torch
+
+    from maskpipe.evaluation.wild import WildError, evaluate_wild, split_photos
+    from maskpipe.predict import Predictor, PredictError, PredictSettings
+
+    try:
+        all_params = load_params(params)
+        cfg = all_params.get("evaluate_wild") or {}
+        torch.set_num_threads(int(cfg.get("num_threads", 2)))
+        dataset = str(cfg.get("dataset", "kaggle_face_mask_detection"))
+        photos = split_photos(crops, raw_dir / dataset, dataset=dataset, split=str(cfg.get("split", "test")))
+        settings = PredictSettings.from_params(all_params.get("predict"), all_params.get("crop"))
+        predictor = Predictor.from_path(models_dir / model / "model.pt", settings)
+        m = evaluate_wild(model, predictor, photos, metrics_dir / f"{model}.json", plots_dir / model / "wild",
+                          iou_threshold=float(cfg.get("iou_threshold", 0.5)), grid_size=int(cfg.get("grid_size", 9)),
+                          batch_size=int(cfg.get("batch_size", 8)),
+                          details_path=metrics_dir / f"{model}.details.json")
+    except (ParamsError, WildError, PredictError, ValueError) as exc:
+        typer.echo(f"evaluate_wild: {exc}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{model} + {settings.detector.name} on {m['photos']} test photos ({m['faces']} faces): "
+               f"mAP@0.5 {m['map50']}, detection recall {m['detection/recall']} precision "
+               f"{m['detection/precision']}, matched faces labelled right {m['accuracy_matched']}")
+
+
+if __name__ == "__main__":
+    typer.run(main)
