@@ -64,6 +64,8 @@ class Section:
 
     # keys a section tolerates without using them (e.g. documented for another stage)
     ignored_keys: ClassVar[tuple[str, ...]] = ()
+    # keys that moved elsewhere: {old key: "where it lives now"}; named in the error
+    moved_keys: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
@@ -77,6 +79,8 @@ class Section:
         for key, value in data.items():
             if key in cls.ignored_keys:
                 continue
+            if key in cls.moved_keys:
+                raise ConfigError(f"params.yaml: {where}.{key}: moved to {cls.moved_keys[key]}")
             if key not in fields:
                 raise ConfigError(unknown_key_message(where, key, fields))
             values[key] = check_value(value, hints[key], f"{where}.{key}", fields[key].metadata)

@@ -33,7 +33,7 @@ class Task:
     losses: tuple[str, ...] = ()          # the first is the default
     arch_kind: str = "classifier"         # the Arch.kind that can do this task (models.py)
     has_accuracy: bool = True             # training can watch val_accuracy
-    score_columns_per_class: bool = True  # scores are (N, len(classes)); else (N, 1)
+    probabilities: bool = True           # scores are class probabilities (N, len(classes)); else one anomaly score (N, 1)
 
     @property
     def default_loss(self) -> str:
@@ -60,9 +60,13 @@ class Task:
         """The operating point stored with a model (one-class), else None."""
         return None
 
+    def predicted_indices(self, scores: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Index of the predicted class per row of ``scores`` (as returned by ``scores``)."""
+        return np.asarray(scores).argmax(axis=1)
+
     def labels(self, scores: np.ndarray, classes: Sequence[str], threshold: float | None = None) -> list[str]:
-        """Class names for rows of ``scores`` (as returned by ``scores``)."""
-        return [classes[i] for i in np.asarray(scores).argmax(axis=1)]
+        """Class names for rows of ``scores``."""
+        return [classes[i] for i in self.predicted_indices(scores, threshold)]
 
 
 class MulticlassTask(Task):
@@ -105,7 +109,7 @@ class OneClassTask(Task):
     losses = ("mse",)
     arch_kind = "autoencoder"
     has_accuracy = False
-    score_columns_per_class = False
+    probabilities = False
 
     def classes_problem(self, classes):
         return None if len(classes) == 1 else "a oneclass model is trained on exactly one class"
@@ -128,10 +132,14 @@ class OneClassTask(Task):
                              "percentiles; cannot set an anomaly threshold (retrain it)")
         return float(pct[q])
 
-    def labels(self, scores, classes, threshold=None):
+    def predicted_indices(self, scores, threshold=None):
+        """0 = the trained class (score at most the threshold), 1 = anomaly (above it)."""
         if threshold is None:
             raise ValueError("a one-class model needs a threshold to label (Task.threshold(meta))")
-        return [classes[0] if s <= threshold else ANOMALY for s in np.asarray(scores)[:, 0]]
+        return (np.asarray(scores)[:, 0] > threshold).astype(int)
+
+    def labels(self, scores, classes, threshold=None):
+        return [ANOMALY if i else classes[0] for i in self.predicted_indices(scores, threshold)]
 
 
 TASKS: dict[str, Task] = {}
