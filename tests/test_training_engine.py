@@ -11,7 +11,7 @@ import torch
 
 from maskpipe.training import engine
 from maskpipe.training.artifact import load_model
-from maskpipe.training.config import normalization, resolve_model_params
+from maskpipe.training.config import normalization, resolve_model_config
 from maskpipe.training.data import BatchLoader, InMemoryImages
 from maskpipe.training.losses import build_loss
 from maskpipe.training.models import build_model
@@ -25,10 +25,10 @@ QUIET = dict(progress=False, log=lambda msg: None)
 
 def loaders(p, images, labels, val_images=None, val_labels=None):
     mean, std = normalization(p)
-    aug = BatchAugmenter.from_params(p, mean, std)
-    train = BatchLoader(InMemoryImages(images, labels), p["batch_size"], aug, train=True, seed=p["seed"])
+    aug = BatchAugmenter.from_config(p, mean, std)
+    train = BatchLoader(InMemoryImages(images, labels), p.batch_size, aug, train=True, seed=p.seed)
     vi, vl = (images, labels) if val_images is None else (val_images, val_labels)
-    val = BatchLoader(InMemoryImages(vi, vl), p["batch_size"], aug, train=False)
+    val = BatchLoader(InMemoryImages(vi, vl), p.batch_size, aug, train=False)
     return train, val
 
 
@@ -41,9 +41,8 @@ def random_data(n=24, size=16, seed=0):
 
 
 def small_cnn_params(**kw):
-    p = resolve_model_params(tiny_params(), "mask_cnn")
-    p.update(dict(image_size=16, batch_size=8, augment=["hflip"]), **kw)
-    return p
+    p = resolve_model_config(tiny_params(), "mask_cnn")
+    return p.replace(**{**dict(image_size=16, batch_size=8, augment=["hflip"]), **kw})
 
 
 @pytest.mark.shared
@@ -69,7 +68,7 @@ def test_resumed_training_ends_with_the_same_weights(tmp_path):
     p = small_cnn_params(epochs=4, patience=10, augment=["hflip", "rotation", "brightness_contrast"])
 
     def run(ckpt, stop_after=None, resume=None):
-        engine.seed_everything(p["seed"])
+        engine.seed_everything(p.seed)
         model = build_model(p)
         train, val = loaders(p, x, y)
         result = engine.fit(model, train, val, build_loss(p), p, checkpoint_path=ckpt, fingerprint_value="fp",
