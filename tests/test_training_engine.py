@@ -147,9 +147,17 @@ def fake_repo(tmp_path, monkeypatch):
 
 
 def test_train_model_writes_artifact_history_and_oneclass_percentiles(fake_repo):
+    from maskpipe.tracker import NullTracker
+
     params = tiny_params(epochs=2)
-    summary = train_model("cae_oneclass", params, TrainPaths(), track=False, **QUIET)
+    tracker = NullTracker()
+    summary = train_model("cae_oneclass", params, TrainPaths(), tracker=tracker, **QUIET)
     model, meta = load_model(fake_repo / "data/models/cae_oneclass/model.pt")
+    # the tracker got the resolved config, every epoch and the model; no MLflow run file without MLflow
+    calls = [name for name, _ in tracker.calls]
+    assert calls.count("log_epoch") == 2 and "log_model" in calls and ("run", "cae_oneclass") in tracker.calls
+    assert not (fake_repo / "data/models/cae_oneclass/mlflow_run.json").exists()
+    assert meta["params"]["threshold_percentile"] == 75 and meta["params"]["ae_channels"] == [32, 64, 16]
     assert meta["task"] == "oneclass" and meta["mean"] == [0.0, 0.0, 0.0]
     pct = meta["error_percentiles"]
     assert len(pct) == 101 and pct == sorted(pct) and pct[0] > 0
@@ -188,7 +196,7 @@ def test_monitor_val_accuracy_keeps_the_most_accurate_epoch():
     accs = [r["val_accuracy"] for r in result.history]
     assert result.monitor == "val_accuracy" and result.best_metric == max(accs)
     assert result.best_epoch == accs.index(max(accs)) + 1  # the first epoch reaching the best
-    p_loss = dict(p, monitor="val_loss")
+    p_loss = p.replace(monitor="val_loss")
     assert engine.monitor_of(p_loss) == ("val_loss", "min") and engine.monitor_of(p) == ("val_accuracy", "max")
     assert engine.monitor_of(p, has_val=False) == ("train_loss", "min")
 

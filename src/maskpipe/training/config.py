@@ -42,6 +42,11 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 class ModelConfig(Section):
     """One model's resolved settings (models.<m> + profile). Fields without a default are required."""
 
+    key_aliases = {"learning_rate": "lr", "num_epochs": "epochs", "max_epochs": "epochs", "img_size": "image_size",
+                   "input_size": "image_size", "architecture": "arch", "augmentation": "augment",
+                   "early_stopping_patience": "patience", "lr_scheduler": "scheduler", "labels": "classes",
+                   "weights": "pretrained"}
+
     # -- what the model is
     arch: str = option(choices=sorted(ARCHS), doc="a key of the architecture registry (models.py)")
     task: str = option(choices=list(TASKS), doc="a key of the task registry (tasks.py)")
@@ -169,7 +174,7 @@ def _check_layer(layer: Any, where: str) -> dict[str, Any]:
     hints = _hints()
     for key, value in layer.items():
         if key not in settable:
-            raise ConfigError(unknown_key_message(where, key, settable))
+            raise ConfigError(unknown_key_message(where, key, settable, ModelConfig.key_aliases))
         check_value(value, hints[key], f"{where}.{key}", fields[key].metadata)
     return dict(layer)
 
