@@ -23,14 +23,18 @@ def main(
     out_md: Path = typer.Option(Path("metrics/report.md"), help="markdown report"),
     out_json: Path = typer.Option(Path("metrics/report.json"), help="JSON report"),
 ) -> None:
-    from maskpipe.evaluation.report import ReportError, build_report, load_results
+    from maskpipe.evaluation.report import ReportConfig, ReportError, build_report, load_results
+    from maskpipe.settings import ConfigError
 
     try:
-        cfg = section("report", params) or {}
+        cfg = ReportConfig.from_mapping(section("report", params), "report")
+    except (ParamsError, ConfigError) as exc:
+        typer.echo(f"report: {exc}", err=True)
+        raise typer.Exit(2)
+    try:
         results = load_results(models, metrics_dir, plots_dir)
-        primary = str(cfg.get("primary_metric", "test/macro_f1"))
-        md, data = build_report(results, primary, primary in (cfg.get("lower_is_better") or []),
-                                cfg.get("columns"))
+        primary = cfg.primary_metric
+        md, data = build_report(results, primary, primary in cfg.lower_is_better, cfg.columns)
     except (ParamsError, ReportError) as exc:
         typer.echo(f"report: {exc}", err=True)
         raise typer.Exit(1)

@@ -176,3 +176,17 @@ def test_training_imports_neither_the_serving_stack_nor_mlflow():
                          env={"PYTHONPATH": str(REPO / "src"), "MLFLOW_DISABLE_TELEMETRY": "true"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("script, args, section, key, message", [
+    ("report.py", ["mask_cnn", "--params", "params.yaml"], "report", "primary_metrc",
+     "report: params.yaml: report.primary_metrc: unknown key (did you mean 'primary_metric'?)"),
+    ("convert_mat.py", ["--params", "params.yaml"], "convert_mat", "train_fil",
+     "convert_mat: error: params.yaml: convert_mat.train_fil: unknown key (did you mean 'train_file'?)"),
+])
+def test_other_stages_stop_on_an_unknown_key_with_one_line(tmp_path, script, args, section, key, message):
+    params = copy.deepcopy(repo_params())
+    params[section][key] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = _stage(script, args, tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == message

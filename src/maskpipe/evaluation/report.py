@@ -18,8 +18,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from maskpipe.params import flatten
+from maskpipe.settings import Section, option
 
 DEFAULT_COLUMNS = ["test/n", "test/accuracy", "test/macro_f1", "test/roc_auc"]
+
+
+@dataclass(frozen=True)
+class ReportConfig(Section):
+    """params.yaml `report:`."""
+
+    primary_metric: str = option("test/macro_f1", doc="leaderboard order")
+    lower_is_better: list[str] = option([], doc="metric names for which smaller wins")
+    columns: list[str] = option(list(DEFAULT_COLUMNS), doc="metric columns of the leaderboard")
 IGNORED_PARAMS = {"name"}
 
 
