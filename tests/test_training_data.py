@@ -79,7 +79,7 @@ def test_max_samples_is_stratified_and_seeded(fake):
     b = select_samples(crops, synth, p, "train")
     assert len(a) == 9 and a.equals(b)
     assert a["label"].value_counts().to_dict() == {"with_mask": 3, "without_mask": 3, "mask_weared_incorrect": 3}
-    c = select_samples(crops, synth, dict(p, seed=7), "train")
+    c = select_samples(crops, synth, p.replace(seed=7), "train")
     assert not a.equals(c)
 
 
