@@ -218,12 +218,6 @@ def resolve_model_config(all_params: Mapping[str, Any], model_name: str, profile
     return ModelConfig.from_mapping(merged, f"models.{model_name}")
 
 
-def check_all_models(all_params: Mapping[str, Any]) -> None:
-    """Every model of params.yaml resolves under the active profile (a typo anywhere stops a stage)."""
-    for name in model_names(all_params):
-        resolve_model_config(all_params, name)
-
-
 def normalization(config: ModelConfig) -> tuple[list[float], list[float]]:
     """Mean/std the model expects: ImageNet statistics, except [0,1] pixels for autoencoders."""
     if ARCHS[config.arch].kind == "autoencoder":
