@@ -24,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from maskpipe.training.config import normalization, resolve_model_params  # noqa: E402
+from maskpipe.training.config import normalization, resolve_model_config  # noqa: E402
 from maskpipe.training.data import BatchLoader, InMemoryImages, TensorCache  # noqa: E402
 from maskpipe.training.engine import make_optimizer, train_one_epoch  # noqa: E402
 from maskpipe.training.losses import build_loss  # noqa: E402
@@ -62,7 +62,7 @@ def image_folder(tmp: Path, n: int) -> tuple[Path, list[str], list[int]]:
 class Trainer:
     """One model + optimizer per loader kind, warmed up, timed one epoch at a time."""
 
-    def __init__(self, model_params: dict, loader, n_images: int):
+    def __init__(self, model_params, loader, n_images: int):
         torch.manual_seed(0)
         self.p, self.loader, self.n = model_params, loader, n_images
         self.model = build_model(model_params)
@@ -78,7 +78,7 @@ class Trainer:
         if hasattr(self.loader, "set_epoch"):
             self.loader.set_epoch(self.epoch)
         t0 = time.perf_counter()
-        train_one_epoch(self.model, self.loader, self.loss_fn, self.opt, task=self.p["task"], epoch=self.epoch,
+        train_one_epoch(self.model, self.loader, self.loss_fn, self.opt, task=self.p.task, epoch=self.epoch,
                         progress=False)
         self.rates.append(self.n / (time.perf_counter() - t0))
 
@@ -99,10 +99,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     params = load_params(REPO / "params.yaml")
-    p = resolve_model_params(params, args.model, profile="seed")
-    p.update(image_size=args.size, pretrained=None, augment=["hflip", "rotation"], batch_size=32)
+    p = resolve_model_config(params, args.model, profile="seed")
+    p = p.replace(image_size=args.size, pretrained=None, augment=["hflip", "rotation"], batch_size=32)
     mean, std = normalization(p)
-    bs = p["batch_size"]
+    bs = p.batch_size
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -115,7 +115,7 @@ def main() -> None:
         arr = cache.get("bench", "train", args.size, paths)
         build_s = time.perf_counter() - t0
         images = InMemoryImages(arr, np.asarray(labels))  # backed by the memmap, as in training
-        aug = BatchAugmenter(p["augment"], mean, std)
+        aug = BatchAugmenter.from_config(p, mean, std)
         loader_a = BatchLoader(images, bs, aug, train=True, seed=0)
         steps = len(loader_a)
 

@@ -36,13 +36,13 @@ def model_file(name: str, all_params: dict, tmp: Path) -> tuple[Path, str]:
     if trained.is_file():
         return trained, "trained"
     from maskpipe.training.artifact import save_model
-    from maskpipe.training.config import normalization, resolve_model_params
+    from maskpipe.training.config import normalization, resolve_model_config
     from maskpipe.training.models import build_model
 
-    params = resolve_model_params(all_params, name)
+    params = resolve_model_config(all_params, name)
     model = build_model(params, load_weights=False).eval()
     mean, std = normalization(params)
-    extra = {"error_percentiles": [i / 100 for i in range(101)]} if params["task"] == "oneclass" else {}
+    extra = {"error_percentiles": [i / 100 for i in range(101)]} if params.task == "oneclass" else {}
     path = tmp / name / "model.pt"
     save_model(path, model, params, mean=mean, std=std, epoch=0, best_metric=None, extra=extra)
     return path, "untrained"

@@ -2,6 +2,7 @@
 
     python scripts/stage_deps.py           # print each stage's import closure within maskpipe
     python scripts/stage_deps.py --check   # exit 1 naming every module missing from a stage's deps
+    python scripts/stage_deps.py --fix     # rewrite the code lines of every stage's deps to its closure
 
 A stage's code is `stages/<name>.py` plus every `maskpipe` module it imports, directly or through
 other modules, including imports inside functions (lazy imports still run). A module counts as
@@ -109,7 +110,58 @@ def missing_deps(dvc_yaml: Path = ROOT / "dvc.yaml", root: Path = ROOT) -> dict[
     return problems
 
 
+def code_deps(script: Path, root: Path = ROOT) -> list[str]:
+    """The code deps of a stage: its script, then its closure with a package folder listed
+    whole when the stage runs every module in it (src/maskpipe/synth rather than 7 files)."""
+    files = {f.resolve() for f in closure(script, root / "src")}
+    out: set[str] = set()
+    for f in sorted(files):
+        folder = f.parent
+        pkg_files = {p.resolve() for p in folder.glob("*.py")}
+        if folder != (root / "src" / PACKAGE).resolve() and pkg_files <= files:
+            out.add(str(folder.relative_to(root.resolve())))
+        else:
+            out.add(str(f.relative_to(root.resolve())))
+    return [str(script.relative_to(root))] + sorted(out)
+
+
+def fix(dvc_yaml: Path = ROOT / "dvc.yaml", root: Path = ROOT) -> list[str]:
+    """Rewrite the code lines (stages/*.py, src/maskpipe/...) of each stage's deps in dvc.yaml to
+    its import closure; other deps (data) and comments stay. Returns the stages changed."""
+    lines = dvc_yaml.read_text(encoding="utf-8").splitlines(keepends=True)
+    scripts = stage_scripts(dvc_yaml)
+    changed, out, i, stage = [], [], 0, None
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
+            stage = line.strip()[:-1]
+        out.append(line)
+        if line.strip() == "deps:" and stage in scripts:
+            indent = len(lines[i + 1]) - len(lines[i + 1].lstrip())
+            j = i + 1
+            items = []
+            while j < len(lines) and (lines[j].strip() == "" or (len(lines[j]) - len(lines[j].lstrip()) >= indent
+                                                                  and lines[j].lstrip().startswith(("- ", "#")))):
+                items.append(lines[j])
+                j += 1
+            is_code = [it.lstrip().startswith(("- stages/", "- src/maskpipe")) for it in items]
+            wanted = code_deps(scripts[stage][0], root)
+            new = [" " * indent + f"- {d}\n" for d in wanted] + [it for it, c in zip(items, is_code) if not c]
+            if [it for it, c in zip(items, is_code) if c] != new[: len(wanted)]:
+                changed.append(stage)
+            out.extend(new)
+            i = j
+            continue
+        i += 1
+    dvc_yaml.write_text("".join(out), encoding="utf-8")
+    return changed
+
+
 def main(argv: list[str]) -> int:
+    if "--fix" in argv:
+        changed = fix()
+        print(f"dvc.yaml: code deps rewritten for {', '.join(changed) or 'no stage'}")
+        return 0
     if "--check" in argv:
         problems = missing_deps()
         for stage, files in problems.items():

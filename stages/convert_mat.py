@@ -12,8 +12,7 @@ from maskpipe import mafa
 from maskpipe.download import SourceInfoError, dataset_enabled
 from maskpipe.io import write_csv
 from maskpipe.params import ParamsError, section
-
-KEYS = ("train_file", "train_variable", "test_file", "test_variable")
+from maskpipe.settings import ConfigError
 
 
 def main(
@@ -23,12 +22,13 @@ def main(
 ) -> None:
     started = time.perf_counter()
     try:
-        cfg = section("convert_mat", params)
-        missing = [k for k in KEYS if k not in cfg]
-        if missing:
-            raise ParamsError(f"{params}: convert_mat lacks {', '.join(missing)}")
-        files = {"train": cfg["train_file"], "test": cfg["test_file"]}
-        variables = {"train": cfg["train_variable"], "test": cfg["test_variable"]}
+        cfg = mafa.ConvertMatConfig.from_mapping(section("convert_mat", params), "convert_mat")
+    except (ParamsError, ConfigError) as exc:
+        print(f"convert_mat: error: {exc}", file=sys.stderr)
+        raise typer.Exit(2)
+    try:
+        files = {"train": cfg.train_file, "test": cfg.test_file}
+        variables = {"train": cfg.train_variable, "test": cfg.test_variable}
         frames, notes = mafa.convert(raw, files, variables, enabled=dataset_enabled(raw))  # source.json from download
         for split, frame in frames.items():
             write_csv(out / f"mafa_{split}.csv", frame)

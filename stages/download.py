@@ -22,7 +22,10 @@ def main(
             known = ", ".join(sorted(datasets)) if isinstance(datasets, dict) else "none"
             raise DatasetConfigError(f"{params}: no dataset '{name}' under datasets: (known: {known})")
         info = fetch_dataset(name, datasets[name], out or Path("data/raw") / name)
-    except (ParamsError, DatasetConfigError, DatasetUnavailable) as exc:
+    except (ParamsError, DatasetConfigError) as exc:  # a params.yaml problem: one line, exit 2
+        typer.echo(f"download: {exc}", err=True)
+        raise typer.Exit(2)
+    except DatasetUnavailable as exc:
         typer.echo(f"download: {exc}", err=True)
         raise typer.Exit(1)
     if not info["enabled"]:

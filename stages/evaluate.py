@@ -27,18 +27,24 @@ def main(
     mlflow: bool = typer.Option(True, help="log metrics and PNGs into the model's MLflow run"),
 ) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from maskpipe.evaluation.evaluate import EvaluationError, evaluate_model
+    from maskpipe.evaluation.evaluate import EvaluateConfig, EvaluationError, evaluate_model
+    from maskpipe.settings import ConfigError
     from maskpipe.training.artifact import ArtifactError
     from maskpipe.training.data import DataError
 
     model_dir = models_dir / model
+    try:
+        eval_config = EvaluateConfig.from_mapping(section("evaluate", params), "evaluate")
+    except (ParamsError, ConfigError) as exc:
+        typer.echo(f"evaluate: {exc}", err=True)
+        raise typer.Exit(2)
     try:
         out = evaluate_model(
             model,
             model_path=model_dir / "model.pt",
             crops_index=crops,
             synthetic_index=synthetic,
-            eval_params=section("evaluate", params) or {},
+            eval_params=eval_config,
             metrics_path=metrics_dir / f"{model}.json",
             out_dir=eval_dir / model,
             mlflow_run_file=(model_dir / "mlflow_run.json") if mlflow else None,

@@ -21,19 +21,24 @@ def main(
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
     metrics_dir: Path = typer.Option(Path("metrics/models"), help="folder of <model>.json"),
     eval_dir: Path = typer.Option(Path("metrics/eval"), help="folder of <model>/summary.json"),
+    wild_dir: Path = typer.Option(Path("metrics/wild"), help="folder of <model>.json (whole photos, when scored)"),
     out_md: Path = typer.Option(Path("metrics/report.md"), help="markdown report"),
     out_json: Path = typer.Option(Path("metrics/report.json"), help="JSON report"),
 ) -> None:
-    from maskpipe.evaluation.report import ReportError, build_report, load_results, report_models
+    from maskpipe.evaluation.report import ReportConfig, ReportError, build_report, load_results, report_models
+    from maskpipe.settings import ConfigError
 
     try:
         all_params = load_params(params)
-        cfg = all_params.get("report") or {}
-        names = models or report_models(cfg, list(all_params.get("models") or {}))
-        results = load_results(names, metrics_dir, eval_dir)
-        primary = str(cfg.get("primary_metric", "test/macro_f1"))
-        md, data = build_report(results, primary, primary in (cfg.get("lower_is_better") or []),
-                                cfg.get("columns"))
+        cfg = ReportConfig.from_mapping(all_params.get("report"), "report")
+        names = models or report_models(cfg.models, list(all_params.get("models") or {}))
+    except (ParamsError, ConfigError, ReportError) as exc:
+        typer.echo(f"report: {exc}", err=True)
+        raise typer.Exit(2)
+    try:
+        results = load_results(names, metrics_dir, eval_dir, wild_dir)
+        primary = cfg.primary_metric
+        md, data = build_report(results, primary, primary in cfg.lower_is_better, cfg.columns)
     except (ParamsError, ReportError) as exc:
         typer.echo(f"report: {exc}", err=True)
         raise typer.Exit(1)

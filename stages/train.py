@@ -28,8 +28,9 @@ def main(
     plots_dir: Path = typer.Option(Path("metrics/plots")),
 ) -> None:
     from maskpipe.params import ParamsError, load_params
+    from maskpipe.settings import ConfigError
     from maskpipe.training.artifact import ArtifactError
-    from maskpipe.training.config import ConfigError
+    from maskpipe.training.config import resolve_model_config
     from maskpipe.training.data import DataError
     from maskpipe.training.engine import NonFiniteLossError
     from maskpipe.training.run import TrainPaths, train_model
@@ -42,8 +43,16 @@ def main(
     # the stage reads seed, train, profiles and models.<model> (dvc.yaml lists exactly these)
     try:
         all_params = load_params(params_file)
+        resolve_model_config(all_params, model)  # a typo in params.yaml: one line, exit 2, before any work
+    except (ParamsError, ConfigError) as exc:
+        typer.echo(f"train@{model}: {exc}", err=True)
+        raise typer.Exit(2)
+    try:
         train_model(model, all_params, TrainPaths(crops_index, synth_index, models_dir, plots_dir))
-    except (ParamsError, ConfigError, DataError, NonFiniteLossError, PretrainedWeightsError,
+    except ConfigError as exc:
+        typer.echo(f"train@{model}: {exc}", err=True)
+        raise typer.Exit(2)
+    except (DataError, NonFiniteLossError, PretrainedWeightsError,
             ArtifactError) as exc:
         typer.echo(f"train@{model}: {exc}", err=True)
         raise typer.Exit(1)

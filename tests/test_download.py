@@ -647,7 +647,7 @@ def test_stage_cli_exits_1_with_one_message_and_no_traceback(repo, tmp_path):
     assert not (tmp_path / "out").exists()
 
     unknown = _run_stage(repo, "nope", "--params", str(params))
-    assert unknown.returncode == 1 and "no dataset 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
+    assert unknown.returncode == 2 and "no dataset 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
 def test_stage_cli_success_prints_summary(repo, tmp_path):
@@ -729,3 +729,11 @@ def test_cve_2025_4517_tar_mirror_is_refused_and_writes_nothing_outside(tmp_path
     assert list(beside.iterdir()) == []
     assert not list(tmp_path.rglob("pwned.txt"))
     assert not out.exists() and leftovers(out.parent) == []
+
+
+def test_unknown_key_in_a_dataset_entry_names_the_nearest(tmp_path):
+    with pytest.raises(DatasetConfigError, match=r"^params\.yaml: datasets\.ds\.sourcs: unknown key "
+                                                  r"\(did you mean 'sources'\?\)$"):
+        fetch_dataset("ds", {"enabled": True, "sourcs": ["x"]}, tmp_path / "out")
+    with pytest.raises(DatasetConfigError, match=r"datasets\.ds\.timeout: must be > 0"):
+        fetch_dataset("ds", {"sources": ["x"], "timeout": 0}, tmp_path / "out")

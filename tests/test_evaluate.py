@@ -14,7 +14,7 @@ from sklearn import metrics as skm
 
 from maskpipe.evaluation.evaluate import EvaluationError, evaluate_model, evaluation_sets
 from maskpipe.training.artifact import save_model
-from maskpipe.training.config import normalization, resolve_model_params
+from maskpipe.training.config import normalization, resolve_model_config
 from maskpipe.training.models import build_model
 
 COLOURS = {"with_mask": (40, 80, 200), "without_mask": (220, 170, 140), "mask_weared_incorrect": (120, 200, 90)}
@@ -38,15 +38,32 @@ def make_crops(root: Path, counts: dict[tuple[str, str, str], int]) -> Path:
     return index
 
 
+def training_error_percentiles(root: Path, model, config) -> list[float]:
+    """What the trainer stores for a one-class model: percentiles 0..100 of its training errors."""
+    from maskpipe.training.predict import predict_proba
+    from maskpipe.training.transforms import preprocess
+
+    index = pd.read_csv(root / "data/crops/index.csv")
+    rows = index[index["dataset"].isin(config.datasets) & (index["split"] == "train")
+                 & index["label"].isin(config.classes)]
+    images = [Image.open(root / p) for p in rows["crop_path"]]
+    mean, std = normalization(config)
+    errors = predict_proba(model, {"task": config.task}, preprocess(images, config.image_size, mean, std))[:, 0]
+    return [float(v) for v in np.percentile(errors, np.arange(101))]
+
+
 def save_tiny_model(root: Path, name: str, spec: dict, train_fn=None) -> Path:
-    params = resolve_model_params({"seed": 0, "models": {name: spec}}, name, profile="seed")
+    config = resolve_model_config({"seed": 0, "models": {name: spec}}, name, profile="seed")
     torch.manual_seed(0)
-    model = build_model(params)
+    model = build_model(config)
     if train_fn is not None:
         train_fn(model)
-    mean, std = normalization(params)
+    mean, std = normalization(config)
+    extra = {}
+    if config.task == "oneclass":
+        extra["error_percentiles"] = training_error_percentiles(root, model.eval(), config)
     path = root / "data/models" / name / "model.pt"
-    save_model(path, model, params, mean=mean, std=std, epoch=1, best_metric=None)
+    save_model(path, model, config, mean=mean, std=std, epoch=1, best_metric=None, extra=extra)
     return path
 
 
@@ -130,8 +147,14 @@ def test_extra_set_excludes_labels_outside_the_model_classes(tmp_path):
 
 
 def test_bad_extra_sets_and_empty_sets_raise_clear_errors(tmp_path):
-    with pytest.raises(EvaluationError, match="extra_sets.cnn.real"):
-        evaluation_sets("cnn", CNN, {"extra_sets": {"cnn": {"real": "kaggle"}}})
+    from maskpipe.evaluation.evaluate import EvaluateConfig
+    from maskpipe.settings import ConfigError
+
+    with pytest.raises(ConfigError, match=r"evaluate\.extra_sets\.cnn\.real: expected a list"):
+        EvaluateConfig.from_mapping({"extra_sets": {"cnn": {"real": "kaggle"}}}, "evaluate")
+    config = resolve_model_config({"models": {"cnn": CNN}}, "cnn", profile="seed")
+    with pytest.raises(EvaluationError, match="extra_sets.cnn.real must be a non-empty list"):
+        evaluation_sets("cnn", config, EvaluateConfig(extra_sets={"cnn": {"real": []}}))
     make_crops(tmp_path, {("folders", "with_mask", "train"): 2})
     save_tiny_model(tmp_path, "cnn", CNN)
     with pytest.raises(EvaluationError, match="no test images"):
@@ -167,7 +190,7 @@ def test_autoencoder_threshold_auc_and_mahalanobis(tmp_path):
     spec = {"arch": "conv_autoencoder", "task": "oneclass", "datasets": ["folders"], "classes": ["with_mask"],
             "image_size": 16, "ae_channels": [4, 8, 8]}
     save_tiny_model(tmp_path, "cae", spec, train_fn=_train_autoencoder_on_blue)
-    out = run(tmp_path, "cae", {"threshold_percentile": 75})
+    out = run(tmp_path, "cae")
     m = out.metrics
     pred = pd.read_csv(tmp_path / "metrics/plots/cae/eval/test/predictions.csv")
     assert m["oneclass/train_n"] == 12 and m["test/n"] == 12
@@ -218,15 +241,33 @@ def test_metrics_and_pngs_land_in_the_models_mlflow_run(tmp_path, monkeypatch):
     mlflow.set_tracking_uri("")  # leave no global state behind for other tests
 
 
-def test_threshold_is_checked_against_the_trainers_percentiles():
-    from maskpipe.evaluation.evaluate import _check_trainer_percentile
+def test_oneclass_threshold_is_the_models_own_operating_point(tmp_path):
+    """The threshold comes from the artifact (models.<m>.threshold_percentile of the stored training
+    errors), the one predict / serve / pyfunc use; evaluate has no percentile of its own."""
+    from maskpipe.settings import ConfigError
+    from maskpipe.training.artifact import load_model
 
-    meta = {"error_percentiles": [i / 100 for i in range(101)]}
-    assert _check_trainer_percentile(meta, 75, 0.75, "cae") == []
-    assert _check_trainer_percentile(meta, 75.5, 0.1, "cae") == []  # not stored: nothing to compare
-    assert _check_trainer_percentile({}, 75, 0.1, "cae") == []
-    [note] = _check_trainer_percentile(meta, 75, 0.8, "cae")
-    assert "training images changed" in note
+    make_crops(tmp_path, {("folders", "with_mask", "train"): 12, ("folders", "with_mask", "test"): 4,
+                          ("folders", "without_mask", "test"): 4})
+    spec = {"arch": "conv_autoencoder", "task": "oneclass", "datasets": ["folders"], "classes": ["with_mask"],
+            "image_size": 16, "ae_channels": [4, 8, 8], "threshold_percentile": 40}
+    path = save_tiny_model(tmp_path, "cae", spec, train_fn=_train_autoencoder_on_blue)
+    out = run(tmp_path, "cae")
+    _, meta = load_model(path)
+    assert out.summary["thresholds"]["reconstruction"] == meta["error_percentiles"][40]
+    assert out.summary["threshold_percentile"] == 40 and out.metrics["oneclass/threshold_percentile"] == 40
+    pred = pd.read_csv(tmp_path / "metrics/plots/cae/eval/test/predictions.csv")
+    thr = meta["error_percentiles"][40]
+    clear = (pred["score_reconstruction"] - thr).abs() > 1e-3 * thr  # the CSV rounds the scores
+    assert clear.any()
+    assert (pred.loc[clear, "anomaly_reconstruction"] == (pred.loc[clear, "score_reconstruction"] > thr)).all()
+    with pytest.raises(ConfigError, match=r"evaluate\.threshold_percentile: moved to models\.<model>"):
+        run(tmp_path, "cae", {"threshold_percentile": 75})
+    payload = torch.load(path, weights_only=True)
+    del payload["error_percentiles"]
+    torch.save(payload, path)
+    with pytest.raises(EvaluationError, match="error percentiles"):
+        run(tmp_path, "cae")
 
 
 def test_an_empty_extra_set_is_skipped_with_a_note(tmp_path):

@@ -105,11 +105,10 @@ def test_report_stage_cli(tmp_path, repo):
 def test_report_models_come_from_params():
     from maskpipe.evaluation.report import report_models
 
-    assert report_models({"models": None}, ["a", "b"]) == ["a", "b"]
-    assert report_models({}, ["a", "b"]) == ["a", "b"]
-    assert report_models({"models": ["b"]}, ["a", "b"]) == ["b"]
+    assert report_models(None, ["a", "b"]) == ["a", "b"]
+    assert report_models(["b"], ["a", "b"]) == ["b"]
     with pytest.raises(ReportError, match="report.models: c not under"):
-        report_models({"models": ["c"]}, ["a", "b"])
+        report_models(["c"], ["a", "b"])
 
 
 def test_whole_photo_metrics_get_a_column_and_a_section(tmp_path):

@@ -69,3 +69,32 @@ def test_bad_values_are_named(key, value, message):
 def test_section_must_be_a_mapping():
     with pytest.raises(ConfigError, match=r"crop: expected a mapping"):
         Example.from_mapping([1, 2], "crop")  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Renamed(Section):
+    moved_keys = {"threshold_percentile": "models.<model>.threshold_percentile"}
+    size: int = 1
+
+
+def test_moved_key_says_where_it_lives_now():
+    with pytest.raises(ConfigError, match=r"^params\.yaml: evaluate\.threshold_percentile: moved to "
+                                          r"models\.<model>\.threshold_percentile$"):
+        Renamed.from_mapping({"threshold_percentile": 75}, "evaluate")
+    assert Renamed.from_mapping({"size": 3}, "evaluate").size == 3
+
+
+@dataclass(frozen=True)
+class Aliased(Section):
+    key_aliases = {"learning_rate": "lr", "gone": "not_a_field"}
+    lr: float = 0.1
+    scale_range: float = 1.0
+
+
+def test_a_misspelt_alias_points_at_the_real_key():
+    with pytest.raises(ConfigError, match=r"m\.lerning_rate: unknown key \(did you mean 'lr'\?\)"):
+        Aliased.from_mapping({"lerning_rate": 0.2}, "m")
+    with pytest.raises(ConfigError, match=r"m\.learning_rate: unknown key \(did you mean 'lr'\?\)"):
+        Aliased.from_mapping({"learning_rate": 0.2}, "m")
+    with pytest.raises(ConfigError, match=r"m\.scale_rang: unknown key \(did you mean 'scale_range'\?\)"):
+        Aliased.from_mapping({"scale_rang": 0.2}, "m")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from maskpipe.training.config import resolve_model_params
+from maskpipe.training.config import resolve_model_config
 from maskpipe.training.data import (BatchLoader, DataError, InMemoryImages, TensorCache, load_images,
                                     read_crops, read_synthetic, select_samples)
 from maskpipe.training.transforms import BatchAugmenter, preprocess
@@ -25,8 +25,7 @@ def fake(tmp_path_factory):
 
 
 def params(name: str, profile: str = "seed", **extra) -> dict:
-    p = resolve_model_params(repo_params(), name, profile=profile)
-    p.update(extra)
+    p = resolve_model_config(repo_params(), name, profile=profile).replace(**extra)
     return p
 
 
@@ -36,7 +35,7 @@ def test_selection_honours_datasets_classes_and_split(fake):
     assert list(s.columns) == ["path", "label", "label_idx", "dataset"]
     assert set(s["dataset"]) == {"kaggle_face_mask_detection"} and len(s) == 18
     assert set(s["label"]) == {"with_mask", "without_mask", "mask_weared_incorrect"}
-    classes = params("resnet50_3class")["classes"]
+    classes = params("resnet50_3class").classes
     assert all(classes[i] == lbl for i, lbl in zip(s["label_idx"], s["label"]))
     val = select_samples(crops, synth, params("resnet50_3class"), "val")
     assert not set(val["path"]) & set(s["path"])
@@ -80,7 +79,7 @@ def test_max_samples_is_stratified_and_seeded(fake):
     b = select_samples(crops, synth, p, "train")
     assert len(a) == 9 and a.equals(b)
     assert a["label"].value_counts().to_dict() == {"with_mask": 3, "without_mask": 3, "mask_weared_incorrect": 3}
-    c = select_samples(crops, synth, dict(p, seed=7), "train")
+    c = select_samples(crops, synth, p.replace(seed=7), "train")
     assert not a.equals(c)
 
 
@@ -145,7 +144,8 @@ def test_load_images_gathers_across_datasets(fake, tmp_path):
 def test_batch_loader_is_deterministic_per_epoch_and_covers_everything():
     imgs = np.arange(11 * 3 * 4 * 4, dtype=np.int64).reshape(11, 3, 4, 4) % 251
     data = InMemoryImages(imgs.astype(np.uint8), np.arange(11))
-    aug = BatchAugmenter(["hflip"], [0, 0, 0], [1, 1, 1])
+    aug = BatchAugmenter(["hflip"], [0, 0, 0], [1, 1, 1], rotation_degrees=0, scale_range=(1, 1),
+                         brightness=0, contrast=0)
     loader = BatchLoader(data, 5, aug, train=True, seed=1)
     assert len(loader) == 2  # 5 + 5, the last batch of one image is dropped in training
 
@@ -168,5 +168,5 @@ def test_batch_loader_is_deterministic_per_epoch_and_covers_everything():
 
 
 def test_tiny_profile_selection_size():
-    p = resolve_model_params(tiny_params(), "mask_cnn")
-    assert p["max_samples"] == 64 and p["image_size"] == 32
+    p = resolve_model_config(tiny_params(), "mask_cnn")
+    assert p.max_samples == 64 and p.image_size == 32

@@ -11,7 +11,7 @@ import torch
 
 from maskpipe.training import engine
 from maskpipe.training.artifact import load_model
-from maskpipe.training.config import normalization, resolve_model_params
+from maskpipe.training.config import normalization, resolve_model_config
 from maskpipe.training.data import BatchLoader, InMemoryImages
 from maskpipe.training.losses import build_loss
 from maskpipe.training.models import build_model
@@ -25,10 +25,10 @@ QUIET = dict(progress=False, log=lambda msg: None)
 
 def loaders(p, images, labels, val_images=None, val_labels=None):
     mean, std = normalization(p)
-    aug = BatchAugmenter.from_params(p, mean, std)
-    train = BatchLoader(InMemoryImages(images, labels), p["batch_size"], aug, train=True, seed=p["seed"])
+    aug = BatchAugmenter.from_config(p, mean, std)
+    train = BatchLoader(InMemoryImages(images, labels), p.batch_size, aug, train=True, seed=p.seed)
     vi, vl = (images, labels) if val_images is None else (val_images, val_labels)
-    val = BatchLoader(InMemoryImages(vi, vl), p["batch_size"], aug, train=False)
+    val = BatchLoader(InMemoryImages(vi, vl), p.batch_size, aug, train=False)
     return train, val
 
 
@@ -41,9 +41,8 @@ def random_data(n=24, size=16, seed=0):
 
 
 def small_cnn_params(**kw):
-    p = resolve_model_params(tiny_params(), "mask_cnn")
-    p.update(dict(image_size=16, batch_size=8, augment=["hflip"]), **kw)
-    return p
+    p = resolve_model_config(tiny_params(), "mask_cnn")
+    return p.replace(**{**dict(image_size=16, batch_size=8, augment=["hflip"]), **kw})
 
 
 @pytest.mark.shared
@@ -69,7 +68,7 @@ def test_resumed_training_ends_with_the_same_weights(tmp_path):
     p = small_cnn_params(epochs=4, patience=10, augment=["hflip", "rotation", "brightness_contrast"])
 
     def run(ckpt, stop_after=None, resume=None):
-        engine.seed_everything(p["seed"])
+        engine.seed_everything(p.seed)
         model = build_model(p)
         train, val = loaders(p, x, y)
         result = engine.fit(model, train, val, build_loss(p), p, checkpoint_path=ckpt, fingerprint_value="fp",
@@ -148,9 +147,17 @@ def fake_repo(tmp_path, monkeypatch):
 
 
 def test_train_model_writes_artifact_history_and_oneclass_percentiles(fake_repo):
+    from maskpipe.tracker import NullTracker
+
     params = tiny_params(epochs=2)
-    summary = train_model("cae_oneclass", params, TrainPaths(), track=False, **QUIET)
+    tracker = NullTracker()
+    summary = train_model("cae_oneclass", params, TrainPaths(), tracker=tracker, **QUIET)
     model, meta = load_model(fake_repo / "data/models/cae_oneclass/model.pt")
+    # the tracker got the resolved config, every epoch and the model; no MLflow run file without MLflow
+    calls = [name for name, _ in tracker.calls]
+    assert calls.count("log_epoch") == 2 and "log_model" in calls and ("run", "cae_oneclass") in tracker.calls
+    assert not (fake_repo / "data/models/cae_oneclass/mlflow_run.json").exists()
+    assert meta["params"]["threshold_percentile"] == 75 and meta["params"]["ae_channels"] == [32, 64, 16]
     assert meta["task"] == "oneclass" and meta["mean"] == [0.0, 0.0, 0.0]
     pct = meta["error_percentiles"]
     assert len(pct) == 101 and pct == sorted(pct) and pct[0] > 0
@@ -189,7 +196,7 @@ def test_monitor_val_accuracy_keeps_the_most_accurate_epoch():
     accs = [r["val_accuracy"] for r in result.history]
     assert result.monitor == "val_accuracy" and result.best_metric == max(accs)
     assert result.best_epoch == accs.index(max(accs)) + 1  # the first epoch reaching the best
-    p_loss = dict(p, monitor="val_loss")
+    p_loss = p.replace(monitor="val_loss")
     assert engine.monitor_of(p_loss) == ("val_loss", "min") and engine.monitor_of(p) == ("val_accuracy", "max")
     assert engine.monitor_of(p, has_val=False) == ("train_loss", "min")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import urllib.error
 
 import numpy as np
@@ -12,7 +11,7 @@ from PIL import Image
 
 from maskpipe.training import config, weights
 from maskpipe.training.artifact import ArtifactError, load_model, save_model
-from maskpipe.training.config import ConfigError, resolve_model_params
+from maskpipe.training.config import ConfigError, ModelConfig, resolve_model_config
 from maskpipe.training.losses import FocalLoss, build_loss
 from maskpipe.training.models import ARCHS, build_model, count_parameters
 from maskpipe.training.predict import predict_labels, predict_proba
@@ -23,10 +22,8 @@ from training_fakes import repo_params, tiny_params
 MODELS = list(repo_params()["models"])
 
 
-def tiny(model_name: str, **extra) -> dict:
-    p = resolve_model_params(tiny_params(), model_name)
-    p.update(extra)
-    return p
+def tiny(model_name: str, **extra) -> ModelConfig:
+    return resolve_model_config(tiny_params(), model_name).replace(**extra)
 
 
 @pytest.mark.parametrize("model_name", MODELS)
@@ -34,20 +31,20 @@ def test_each_model_runs_forward_and_backward(model_name):
     torch.manual_seed(0)
     p = tiny(model_name)
     model = build_model(p)
-    x = torch.rand(3, 3, p["image_size"], p["image_size"])
+    x = torch.rand(3, 3, p.image_size, p.image_size)
     y = torch.tensor([0, 1, 0])
     out = model.train()(x)
-    loss = build_loss(p)(out, x if p["task"] == "oneclass" else y)
+    loss = build_loss(p)(out, x if p.task == "oneclass" else y)
     loss.backward()
     grads = [prm.grad for prm in model.parameters() if prm.requires_grad]
     assert grads and all(g is not None for g in grads)
     assert any(float(g.abs().sum()) > 0 for g in grads)
-    if p["task"] == "oneclass":
+    if p.task == "oneclass":
         assert out.shape == x.shape and float(out.detach().min()) >= 0 and float(out.detach().max()) <= 1
-    elif p["task"] == "binary":
+    elif p.task == "binary":
         assert out.shape == (3, 1)
     else:
-        assert out.shape == (3, len(p["classes"]))
+        assert out.shape == (3, len(p.classes))
 
 
 def test_frozen_backbone_trains_only_the_head_and_keeps_bn_in_eval():
@@ -65,21 +62,21 @@ def test_frozen_backbone_trains_only_the_head_and_keeps_bn_in_eval():
 
 def test_seed_settings_are_the_defaults_and_profiles_override_them():
     params = repo_params()
-    seed = resolve_model_params(params, "resnet50_binary_synthetic", profile="seed")
-    assert (seed["image_size"], seed["batch_size"], seed["lr"], seed["epochs"]) == (112, 64, 0.01, 50)
-    assert seed["loss"] == "bce" and seed["augment"] == ["hflip", "scale"]
-    focal = resolve_model_params(params, "mobilenet_v3_focal", profile="seed")
-    assert (focal["focal_alpha"], focal["focal_gamma"], focal["patience"], focal["lr"]) == (1.0, 2.0, 7, 0.0001)
-    cpu = resolve_model_params(params, "resnet50_3class", profile="cpu")
-    assert cpu["pretrained"] is None and cpu["epochs"] < 100 and cpu["name"] == "resnet50_3class"
-    assert cpu["seed"] == params["seed"] and cpu["profile"] == "cpu"
-    t = resolve_model_params(params, "mask_cnn", profile="tiny")
-    assert t["image_size"] == 32 and t["max_samples"] == 64
+    seed = resolve_model_config(params, "resnet50_binary_synthetic", profile="seed")
+    assert (seed.image_size, seed.batch_size, seed.lr, seed.epochs) == (112, 64, 0.01, 50)
+    assert seed.loss == "bce" and seed.augment == ["hflip", "scale"]
+    focal = resolve_model_config(params, "mobilenet_v3_focal", profile="seed")
+    assert (focal.focal_alpha, focal.focal_gamma, focal.patience, focal.lr) == (1.0, 2.0, 7, 0.0001)
+    cpu = resolve_model_config(params, "resnet50_3class", profile="cpu")
+    assert cpu.pretrained is None and cpu.epochs < 100 and cpu.name == "resnet50_3class"
+    assert cpu.seed == params["seed"] and cpu.profile == "cpu"
+    t = resolve_model_config(params, "mask_cnn", profile="tiny")
+    assert t.image_size == 32 and t.max_samples == 64
 
 
 @pytest.mark.parametrize("key,value,needle", [
     ("arch", "vgg99", "models.mask_cnn.arch"),
-    ("classes", ["with_mask", "cats"], "unknown label 'cats'"),
+    ("classes", ["with_mask", "cats"], "'cats' is not one of"),
     ("classes", ["with_mask"], "exactly two classes"),
     ("loss", "mse", "does not fit task"),
     ("augment", ["hflip", "cutmix"], "models.mask_cnn.augment"),
@@ -90,16 +87,16 @@ def test_bad_params_name_the_key(key, value, needle):
     params = repo_params()
     params["models"]["mask_cnn"][key] = value
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
-        resolve_model_params(params, "mask_cnn")
+        resolve_model_config(params, "mask_cnn")
 
 
 def test_unknown_model_and_profile_are_clear():
     params = repo_params()
     with pytest.raises(ConfigError, match="no model 'nope'"):
-        resolve_model_params(params, "nope")
+        resolve_model_config(params, "nope")
     params["train"]["profile"] = "gpu_cluster"
     with pytest.raises(ConfigError, match="gpu_cluster"):
-        resolve_model_params(params, "mask_cnn")
+        resolve_model_config(params, "mask_cnn")
 
 
 def test_focal_loss_reduces_to_cross_entropy_and_down_weights_easy_examples():
@@ -155,20 +152,20 @@ def test_artifact_round_trip_and_predict_proba(tmp_path):
         p = tiny(name)
         model = build_model(p).eval()
         mean, std = config.normalization(p)
-        extra = {"error_percentiles": list(np.linspace(0.01, 0.2, 101))} if p["task"] == "oneclass" else {}
+        extra = {"error_percentiles": list(np.linspace(0.01, 0.2, 101))} if p.task == "oneclass" else {}
         save_model(tmp_path / name / "model.pt", model, p, mean=mean, std=std, epoch=3, best_metric=0.5,
                    extra=extra)
         loaded, meta = load_model(tmp_path / name / "model.pt")
         assert not loaded.training and meta["format"] == "maskpipe-model/1"
-        assert meta["classes"] == p["classes"] and meta["image_size"] == p["image_size"]
+        assert meta["classes"] == p.classes and meta["image_size"] == p.image_size
         assert "state_dict" not in meta and meta["params"]["name"] == name
         imgs = [Image.new("RGB", (50, 40), (200, 120, 90)), Image.new("RGB", (64, 64), (10, 20, 30))]
         batch = preprocess(imgs, meta["image_size"], meta["mean"], meta["std"])
-        assert batch.shape == (2, 3, p["image_size"], p["image_size"])
+        assert batch.shape == (2, 3, p.image_size, p.image_size)
         proba = predict_proba(loaded, meta, batch)
         assert np.allclose(proba, predict_proba(model, meta, batch))
-        assert proba.shape == (2, len(p["classes"]))
-        if p["task"] == "oneclass":
+        assert proba.shape == (2, len(p.classes))
+        if p.task == "oneclass":
             assert (proba >= 0).all()
             assert set(predict_labels(loaded, meta, batch)) <= {"with_mask", "anomaly"}
         else:
@@ -184,8 +181,9 @@ def test_load_model_rejects_foreign_files(tmp_path):
 
 
 def test_batch_augmenter_is_seeded_and_keeps_range():
-    p = copy.deepcopy(tiny("resnet50_3class"))
-    aug = BatchAugmenter(["hflip", "rotation", "scale", "brightness_contrast"], [0, 0, 0], [1, 1, 1])
+    p = tiny("resnet50_3class")
+    aug = BatchAugmenter.from_config(p.replace(augment=["hflip", "rotation", "scale", "brightness_contrast"]),
+                                     [0, 0, 0], [1, 1, 1])
     x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     a = aug(x, torch.Generator().manual_seed(3))
     b = aug(x, torch.Generator().manual_seed(3))
@@ -194,11 +192,12 @@ def test_batch_augmenter_is_seeded_and_keeps_range():
     assert a.shape == x.shape and float(a.min()) >= 0 and float(a.max()) <= 1
     plain = aug(x, train=False)
     assert torch.allclose(plain, x.float() / 255)
-    flip_only = BatchAugmenter(["hflip"], [0, 0, 0], [1, 1, 1])(x, torch.Generator().manual_seed(0))
+    flip_only = BatchAugmenter.from_config(p.replace(augment=["hflip"]), [0, 0, 0], [1, 1, 1])(
+        x, torch.Generator().manual_seed(0))
     for i in range(6):  # each image is either itself or its mirror
         xi = x[i].float() / 255
         assert torch.allclose(flip_only[i], xi) or torch.allclose(flip_only[i], xi.flip(-1))
-    assert p["augment"]  # the model really asks for augmentation
+    assert p.augment  # the model really asks for augmentation
 
 
 def test_registry_lists_the_six_architectures():

@@ -18,10 +18,12 @@ import os
 import shutil
 import tempfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from maskpipe.io import atomic_dir, write_json
+from maskpipe.settings import ConfigError, Section, option
 from maskpipe.sources import (
     KaggleSource,
     MirrorSource,
@@ -57,7 +59,18 @@ def dataset_enabled(raw_dir: str | os.PathLike, params_enabled: bool = True) -> 
 DEFAULT_TIMEOUT = 60.0  # seconds per network connect / read
 
 
-class DatasetConfigError(ValueError):
+@dataclass(frozen=True)
+class DatasetConfig(Section):
+    """One params.yaml ``datasets.<name>`` entry (sources are parsed by maskpipe.sources)."""
+
+    sources: list[Any] = option(doc="tried in order: mirror:<folder>, <folder>, kaggle:<owner>/<slug>, {url, sha256}")
+    enabled: bool = option(True, doc="false: supported but out of the run (data/raw/<name>/ holds only source.json)")
+    format: str | None = option(None, doc="how the crop stage reads it (voc, folders, mafa, lfw, templates)")
+    timeout: float = option(DEFAULT_TIMEOUT, gt=0, doc="seconds per network connect / read")
+    images: bool = option(True, doc="mafa: whether a source provides the images (crop reads it)")
+
+
+class DatasetConfigError(ConfigError):
     """params.yaml ``datasets.<name>`` is malformed."""
 
 
@@ -108,14 +121,15 @@ def tree_checksum(folder: str | os.PathLike, exclude: tuple[str, ...] = (SOURCE_
 
 def validate_config(name: str, cfg: Any) -> tuple[bool, list[Source]]:
     """(enabled, parsed sources) of one ``datasets.<name>`` entry; DatasetConfigError if malformed."""
-    where = f"params.yaml datasets.{name}"
+    where = f"params.yaml: datasets.{name}"
     if not isinstance(cfg, dict):
         raise DatasetConfigError(f"{where}: expected a mapping with enabled, format, sources")
-    enabled = cfg.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise DatasetConfigError(f"{where}.enabled: expected true or false, got {enabled!r}")
-    specs = cfg.get("sources")
-    if not isinstance(specs, list) or (enabled and not specs):
+    try:
+        config = DatasetConfig.from_mapping(cfg, f"datasets.{name}")
+    except ConfigError as exc:
+        raise DatasetConfigError(str(exc)) from None
+    enabled, specs = config.enabled, config.sources
+    if enabled and not specs:
         raise DatasetConfigError(f"{where}.sources: expected a non-empty list of sources")
     sources = []
     for i, spec in enumerate(specs):
@@ -123,9 +137,6 @@ def validate_config(name: str, cfg: Any) -> tuple[bool, list[Source]]:
             sources.append(parse_source(spec))
         except SourceSpecError as exc:
             raise DatasetConfigError(f"{where}.sources[{i}]: {exc}") from None
-    timeout = cfg.get("timeout", DEFAULT_TIMEOUT)
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-        raise DatasetConfigError(f"{where}.timeout: expected a positive number of seconds, got {timeout!r}")
     return enabled, sources
 
 

@@ -26,6 +26,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from maskpipe.settings import Section, option
+
+
+@dataclass(frozen=True)
+class ConvertMatConfig(Section):
+    """params.yaml `convert_mat:`: the MAFA label files and the MATLAB variable in each."""
+
+    train_file: str = option("LabelTrainAll.mat", doc="searched for under data/raw/mafa/")
+    train_variable: str = "label_train"
+    test_file: str = "LabelTestAll.mat"
+    test_variable: str = "LabelTest"
+
 
 class MafaFormatError(ValueError):
     """A .mat file that does not have the MAFA layout; the message names file and problem."""

@@ -29,6 +29,8 @@ class PredictConfig(Section):
     """params predict: (predict.serve is read by serve.ServeSettings)."""
 
     ignored_keys = ("serve",)
+    moved_keys = {"threshold_percentile": "models.<model>.threshold_percentile (the model's operating point, "
+                                          "saved in its artifact)"}
 
     detector: str = option("retinaface", choices=DETECTORS, doc="face detector")
     upscale: float = option(2.0, ge=0.5, le=4, doc="retinaface: image enlarged by this factor first")
@@ -43,7 +45,6 @@ class PredictConfig(Section):
     video_every_n_frames: int = option(10, ge=1, le=100_000)
     batch_size: int = option(32, ge=1, le=4096, doc="images per folder batch; face crops per classifier batch")
     max_pixels: int = option(DEFAULT_MAX_PIXELS, ge=1, le=PILLOW_MAX_PIXELS, doc="larger images are refused")
-    threshold_percentile: int = option(75, ge=0, le=100, doc="one-class: anomaly above this training percentile")
 
 
 def repo_params(params_path: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -68,7 +69,6 @@ class PredictSettings:
     batch_size: int = 32
     video_every_n_frames: int = 10
     max_pixels: int = DEFAULT_MAX_PIXELS
-    threshold_percentile: int = 75
 
     @classmethod
     def from_params(cls, predict_cfg: Mapping[str, Any] | None = None,
@@ -87,7 +87,7 @@ class PredictSettings:
         detector.validate()
         return cls(detector=detector, padding=geometry.padding, crop_size=geometry.size, resize=geometry.resize,
                    batch_size=cfg.batch_size, video_every_n_frames=cfg.video_every_n_frames,
-                   max_pixels=cfg.max_pixels, threshold_percentile=cfg.threshold_percentile)
+                   max_pixels=cfg.max_pixels)
 
     @classmethod
     def from_repo(cls, params_path: str | os.PathLike | None = None, **overrides: Any) -> "PredictSettings":
@@ -102,7 +102,10 @@ class PredictSettings:
     def from_dict(cls, data: dict[str, Any]) -> "PredictSettings":
         data = dict(data)
         det = DetectorSettings(**data.pop("detector", {}))
-        return cls(detector=det, **data)
+        # settings packed with older models may carry keys that moved (threshold_percentile now
+        # belongs to the model: models.<m>.threshold_percentile, stored in its artifact)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(detector=det, **known)
 
     def crop_settings(self) -> CropGeometry:
         """The crop geometry (checked: e.g. an unknown resize mode would otherwise silently letterbox)."""

@@ -21,7 +21,6 @@ from maskpipe.detect import get_detector
 from maskpipe.imaging import to_rgb
 from maskpipe.predict_errors import PredictError
 from maskpipe.predict_models import resolve_model
-from maskpipe.predict_report import ANOMALY
 from maskpipe.predict_settings import PredictSettings
 
 
@@ -33,14 +32,13 @@ class Predictor:
         self.settings = settings or PredictSettings()
         self.source = source
         self.classes = list(meta["classes"])
-        self.task = meta["task"]
-        self.threshold: float | None = None
-        if self.task == "oneclass":
-            pct = meta.get("error_percentiles")
-            if not pct or len(pct) <= self.settings.threshold_percentile:
-                raise PredictError(f"{source or meta.get('model_name')}: one-class model without stored "
-                                   "training error percentiles; cannot set an anomaly threshold (retrain it)")
-            self.threshold = float(pct[self.settings.threshold_percentile])
+        from maskpipe.training.tasks import get_task  # the task registry: scores -> labels
+
+        self.task = get_task(meta["task"])
+        try:  # one-class: the model's own operating point (models.<m>.threshold_percentile)
+            self.threshold: float | None = self.task.threshold(meta)
+        except ValueError as exc:
+            raise PredictError(f"{source or meta.get('model_name')}: {exc}") from exc
         self.detector = get_detector(self.settings.detector)
         self._crop = self.settings.crop_settings()
 
@@ -66,7 +64,7 @@ class Predictor:
         info["source"] = self.source
         if self.threshold is not None:
             info["threshold"] = self.threshold
-            info["threshold_percentile"] = self.settings.threshold_percentile
+            info["threshold_percentile"] = self.meta["params"]["threshold_percentile"]
         return info
 
     # -- core
@@ -85,13 +83,13 @@ class Predictor:
         return out
 
     def _face_fields(self, row: np.ndarray) -> dict[str, Any]:
-        if self.task == "oneclass":
+        label = self.task.labels(row[None, :], self.classes, self.threshold)[0]
+        if not self.task.probabilities:
             error = float(row[0])
-            label = self.classes[0] if error <= self.threshold else ANOMALY
             return {"label": label, "confidence": None, "probabilities": {},
                     "anomaly_score": round(error, 6), "threshold": round(self.threshold, 6)}
         best = int(np.argmax(row))
-        return {"label": self.classes[best], "confidence": round(float(row[best]), 4),
+        return {"label": label, "confidence": round(float(row[best]), 4),
                 "probabilities": {c: round(float(p), 4) for c, p in zip(self.classes, row)}}
 
     def predict_images(self, images: Sequence[Image.Image]) -> list[list[dict[str, Any]]]:

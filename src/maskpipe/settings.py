@@ -51,9 +51,14 @@ def nearest(key: str, valid: typing.Iterable[str]) -> str | None:
     return match[0] if match else None
 
 
-def unknown_key_message(where: str, key: str, valid: typing.Iterable[str]) -> str:
+def unknown_key_message(where: str, key: str, valid: typing.Iterable[str],
+                        aliases: Mapping[str, str] | None = None) -> str:
+    """One line naming the key and the nearest valid one. ``aliases`` maps common other names to
+    valid keys (learning_rate -> lr), so a misspelt alias points at the real key."""
     valid = sorted(valid)
-    near = nearest(key, valid)
+    aliases = {a: k for a, k in (aliases or {}).items() if k in valid}
+    near = nearest(key, [*valid, *aliases])
+    near = aliases.get(near, near) if near else None
     hint = f"did you mean '{near}'?" if near else f"valid keys: {', '.join(valid)}"
     return f"params.yaml: {where}.{key}: unknown key ({hint})"
 
@@ -64,6 +69,10 @@ class Section:
 
     # keys a section tolerates without using them (e.g. documented for another stage)
     ignored_keys: ClassVar[tuple[str, ...]] = ()
+    # keys that moved elsewhere: {old key: "where it lives now"}; named in the error
+    moved_keys: ClassVar[dict[str, str]] = {}
+    # other common names of keys, {alias: key}: an unknown key near an alias suggests the key
+    key_aliases: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
@@ -77,8 +86,10 @@ class Section:
         for key, value in data.items():
             if key in cls.ignored_keys:
                 continue
+            if key in cls.moved_keys:
+                raise ConfigError(f"params.yaml: {where}.{key}: moved to {cls.moved_keys[key]}")
             if key not in fields:
-                raise ConfigError(unknown_key_message(where, key, fields))
+                raise ConfigError(unknown_key_message(where, key, fields, cls.key_aliases))
             values[key] = check_value(value, hints[key], f"{where}.{key}", fields[key].metadata)
         for name, f in fields.items():
             if name not in values and f.default is _MISSING and f.default_factory is _MISSING:

@@ -10,9 +10,11 @@ scored as right or wrong; they are counted (``<set>/excluded/<label>``) and what
 calls them is reported as shares (``<set>/excluded_as/<label>/<class>``).
 
 One-class (autoencoder, trained on ``with_mask`` only): anomaly = ``without_mask``. The
-reconstruction error and the latent Mahalanobis distance are each thresholded at the
-``threshold_percentile`` of their values on the model's *training* images; metrics for the
-second score are prefixed ``<set>/mahalanobis/``.
+reconstruction error is labelled by the task registry at the model's own operating point
+(``models.<m>.threshold_percentile`` of its training errors, stored in the artifact: the same
+threshold predict, serve and the pyfunc model use). The latent Mahalanobis distance, an
+evaluation-only baseline, is thresholded at the same percentile of its values on the training
+images; metrics for it are prefixed ``<set>/mahalanobis/``.
 
 Outputs (``out_dir`` = metrics/eval/<model>, replaced as a whole):
     <set>/roc_<class>.csv | roc_reconstruction.csv, roc_mahalanobis.csv   (DVC plots)
@@ -29,7 +31,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,15 +54,21 @@ from maskpipe.evaluation.oneclass import (
 from maskpipe.imaging import ImageReadError, open_rgb
 from maskpipe.io import atomic_dir, write_csv, write_json
 from maskpipe.labels import LABELS, WITH_MASK, WITHOUT_MASK
+from maskpipe.settings import Section, option
 
-DEFAULTS = {
-    "threshold_percentile": 75,
-    "batch_size": 64,
-    "grid_size": 16,
-    "num_threads": 2,
-    "latent_pool": 1,
-    "extra_sets": {},
-}
+
+@dataclass(frozen=True)
+class EvaluateConfig(Section):
+    """params.yaml `evaluate:`."""
+
+    moved_keys = {"threshold_percentile": "models.<model>.threshold_percentile (the model's operating point, "
+                                          "saved in its artifact)"}
+    latent_pool: int = option(1, ge=1, doc="one-class: encoder output average-pooled to pool x pool (Mahalanobis)")
+    batch_size: int = option(64, ge=1)
+    num_threads: int = option(2, ge=1)
+    grid_size: int = option(16, ge=0, doc="images in the right/wrong prediction grid")
+    extra_sets: dict[str, dict[str, list[str]]] = option(
+        {}, doc="per model: <set name>: [datasets]; their test split, the model's classes")
 
 
 class EvaluationError(ValueError):
@@ -120,10 +128,10 @@ def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, bas
 
 
 # ------------------------------------------------------------------------------ sets
-def evaluation_sets(model_name: str, model_params: dict, eval_params: dict) -> dict[str, list[str]]:
-    """{set name: datasets}: ``test`` on the model's datasets, plus its extra sets."""
-    sets = {"test": list(model_params["datasets"])}
-    extra = (eval_params.get("extra_sets") or {}).get(model_name) or {}
+def evaluation_sets(model_name: str, config, eval_config: EvaluateConfig) -> dict[str, list[str]]:
+    """{set name: datasets}: ``test`` on the model's datasets (a ModelConfig), plus its extra sets."""
+    sets = {"test": list(config.datasets)}
+    extra = eval_config.extra_sets.get(model_name) or {}
     if not isinstance(extra, dict):
         raise EvaluationError(f"params.yaml: evaluate.extra_sets.{model_name} must map a set name to datasets")
     for name, datasets in extra.items():
@@ -136,9 +144,9 @@ def evaluation_sets(model_name: str, model_params: dict, eval_params: dict) -> d
     return sets
 
 
-def unused_eval_datasets_note(model_name: str, model_params: dict, sets: dict[str, list[str]]) -> list[str]:
+def unused_eval_datasets_note(model_name: str, config, sets: dict[str, list[str]]) -> list[str]:
     """A model-level ``eval_datasets`` that no extra set covers would silently do nothing: say so."""
-    wanted = model_params.get("eval_datasets") or []
+    wanted = config.eval_datasets or []
     covered = {d for name, ds in sets.items() if name != "test" for d in ds}
     missing = [d for d in wanted if d not in covered]
     if not missing:
@@ -197,14 +205,17 @@ def _classifier_set(name: str, scored: Scored, meta: dict, folder: Path, base: P
                     model_name: str) -> tuple[dict, list[str], dict]:
     classes = list(meta["classes"])
     samples, scores = scored.samples, scored.scores
-    predicted_all = scores.argmax(axis=1)
+    from maskpipe.training.tasks import get_task  # torch: imported when a model is scored
+
+    task = get_task(meta["task"])
+    predicted_all = task.predicted_indices(scores)
     extra_metrics, notes = _excluded_metrics(name, samples, predicted_all, classes)
     inside = samples["label_idx"].to_numpy() >= 0
     s_in, p_in = samples[inside].reset_index(drop=True), scores[inside]
     if s_in.empty:
         raise EvaluationError(f"{model_name}: set '{name}' has no images of the classes {classes}")
     result = classification_metrics(s_in["label_idx"].to_numpy(), p_in, classes, prefix=name)
-    pred = p_in.argmax(axis=1)
+    pred = task.predicted_indices(p_in)
     _write_set_outputs(folder, result, s_in, pred, p_in.max(axis=1), f"{model_name} - {name}", base, grid_size)
     plots.roc_png(result.rocs, folder / "roc.png", f"{model_name} - {name}: ROC")
     frame = samples[["path", "label", "dataset"]].copy()
@@ -220,6 +231,9 @@ def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Pat
                   model_name: str, thresholds: dict[str, float], mahalanobis: MahalanobisScorer | None,
                   ) -> tuple[dict, list[str], dict]:
     """Anomaly metrics of both scores; only with_mask (normal) and without_mask (anomaly) are scored."""
+    from maskpipe.training.tasks import get_task
+
+    task = get_task(meta["task"])
     samples = scored.samples
     labels = samples["label"].to_numpy()
     scored_mask = np.isin(labels, [WITH_MASK, WITHOUT_MASK])
@@ -249,7 +263,7 @@ def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Pat
         res = anomaly_metrics(s, anomalous, thresholds[kind], prefix, WITH_MASK, WITHOUT_MASK)
         metrics.update(res.metrics)
         notes.extend(res.notes)
-        pred = (s > thresholds[kind]).astype(int)
+        pred = task.predicted_indices(s[:, None], thresholds[kind])  # 1 = anomaly
         # "confidence" for the grid: how far the score is past the threshold, relative to it
         confidence = np.abs(s - thresholds[kind]) / (abs(thresholds[kind]) or 1.0)
         suffix = "" if kind == "reconstruction" else "_mahalanobis"
@@ -270,23 +284,10 @@ def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Pat
     frame = samples[["path", "label", "dataset"]].copy()
     for kind, s_all in score_sets.items():
         frame[f"score_{kind}"] = significant(s_all)
-        frame[f"anomaly_{kind}"] = s_all > thresholds[kind]
+        frame[f"anomaly_{kind}"] = task.predicted_indices(s_all[:, None], thresholds[kind]).astype(bool)
     write_csv(folder / "predictions.csv", frame)
     details["classes"] = [WITH_MASK, WITHOUT_MASK]
     return metrics, notes, details
-
-
-def _check_trainer_percentile(meta: dict, q: float, threshold: float, model_name: str) -> list[str]:
-    """The trainer stores percentiles of the same training errors; a mismatch means the
-    training images or their preprocessing changed since the model was trained."""
-    stored = meta.get("error_percentiles") or []
-    if not float(q).is_integer() or len(stored) != 101:
-        return []
-    expected = float(stored[int(q)])
-    if abs(expected - threshold) <= 1e-6 * max(abs(expected), 1e-12) + 1e-9:
-        return []
-    return [f"{model_name}: threshold {threshold:.6g} differs from the training-time percentile "
-            f"{expected:.6g}: the training images changed since training"]
 
 
 # ------------------------------------------------------------------------------ orchestration
@@ -302,7 +303,7 @@ def evaluate_model(
     model_path: Path,
     crops_index: Path,
     synthetic_index: Path,
-    eval_params: dict,
+    eval_params: EvaluateConfig | Mapping[str, Any] | None,
     metrics_path: Path,
     out_dir: Path,
     base: Path = Path("."),
@@ -310,27 +311,31 @@ def evaluate_model(
     plots_dir: Path | None = None,
 ) -> EvaluationOutput:
     """Evaluate ``model_path`` on its sets; write ``metrics_path`` and ``out_dir``; log to MLflow
-    when ``mlflow_run_file`` is given. Returns the metrics and the summary.
+    when ``mlflow_run_file`` is given. ``eval_params``: params.yaml `evaluate:` (a mapping is
+    checked into an EvaluateConfig). Returns the metrics and the summary.
 
     With ``plots_dir``, the plot files move out of ``out_dir`` into one folder per plot kind
     (see ``arrange_plots``), so that dvc.yaml declares each kind once per model."""
     import torch
 
-    from maskpipe.training.artifact import load_model
+    from maskpipe.training.artifact import load_model, model_config
     from maskpipe.training.data import read_crops, read_synthetic, select_samples
+    from maskpipe.training.tasks import get_task
 
-    p = {**DEFAULTS, **(eval_params or {})}
-    torch.set_num_threads(max(1, int(p["num_threads"])))
+    p = eval_params if isinstance(eval_params, EvaluateConfig) else EvaluateConfig.from_mapping(eval_params,
+                                                                                               "evaluate")
+    torch.set_num_threads(max(1, p.num_threads))
     model, meta = load_model(model_path)
     params = meta["params"]
+    config = model_config(meta, model_path)
     if meta.get("model_name") not in (None, model_name):
         raise EvaluationError(f"{model_path}: holds model '{meta['model_name']}', not '{model_name}'")
     crops = read_crops(crops_index)
     synth = read_synthetic(synthetic_index)
     task = meta["task"]
-    sets = evaluation_sets(model_name, params, p)
-    notes_from_params = unused_eval_datasets_note(model_name, params, sets)
-    batch_size = int(p["batch_size"])
+    sets = evaluation_sets(model_name, config, p)
+    notes_from_params = unused_eval_datasets_note(model_name, config, sets)
+    batch_size = p.batch_size
     oneclass = task == "oneclass"
 
     metrics: dict[str, Any] = {}
@@ -342,15 +347,18 @@ def evaluate_model(
 
     with atomic_dir(out_dir) as tmp_dir:
         if oneclass:
-            train = select_samples(crops, synth, params, "train")
+            try:  # the model's operating point, as predict / serve / pyfunc use it
+                thresholds["reconstruction"] = get_task(task).threshold(meta)
+            except ValueError as exc:
+                raise EvaluationError(f"{model_path}: {exc}") from exc
+            q = float(config.threshold_percentile)
+            # the training images again: for the train_n count and the Mahalanobis baseline's fit
+            train = select_samples(crops, synth, config, "train")
             if train.empty:
-                raise EvaluationError(f"{model_name}: no training images to set the one-class threshold from")
+                raise EvaluationError(f"{model_name}: no training images to fit the Mahalanobis baseline on")
             tr = score_samples(model, meta, train, batch_size, base, with_latents=hasattr(model, "encoder"),
-                               latent_pool=int(p["latent_pool"]), desc=f"{model_name} train scores")
+                               latent_pool=p.latent_pool, desc=f"{model_name} train scores")
             skipped += tr.skipped
-            q = float(p["threshold_percentile"])
-            thresholds["reconstruction"] = percentile_threshold(tr.scores[:, 0], q)
-            notes += _check_trainer_percentile(meta, q, thresholds["reconstruction"], model_name)
             metrics["oneclass/train_n"] = int(len(tr.samples))
             metrics["oneclass/threshold_percentile"] = q
             if tr.latents is not None:
@@ -362,7 +370,7 @@ def evaluate_model(
                 notes.append(f"{model_name}: the model has no encoder; no Mahalanobis baseline")
 
         for set_name, datasets in sets.items():
-            samples = select_samples(crops, synth, params, "test", datasets=datasets, labels=list(LABELS))
+            samples = select_samples(crops, synth, config, "test", datasets=datasets, labels=list(LABELS))
             try:
                 if samples.empty:
                     raise EvaluationError(
@@ -370,15 +378,15 @@ def evaluate_model(
                         "are they enabled and cropped?")
                 scored = score_samples(model, meta, samples, batch_size, base,
                                        with_latents=oneclass and mahalanobis is not None,
-                                       latent_pool=int(p["latent_pool"]), desc=f"{model_name} {set_name}")
+                                       latent_pool=p.latent_pool, desc=f"{model_name} {set_name}")
                 skipped += scored.skipped
                 folder = tmp_dir / set_name
                 if oneclass:
-                    m, n, details = _oneclass_set(set_name, scored, meta, folder, base, int(p["grid_size"]),
+                    m, n, details = _oneclass_set(set_name, scored, meta, folder, base, p.grid_size,
                                                   model_name, thresholds, mahalanobis)
                 else:
                     m, n, details = _classifier_set(set_name, scored, meta, folder, base,
-                                                    int(p["grid_size"]), model_name)
+                                                    p.grid_size, model_name)
             except EvaluationError as exc:
                 if set_name == "test":
                     raise
@@ -407,7 +415,7 @@ def evaluate_model(
             "params": params,
             "sets": set_info,
             "thresholds": thresholds,
-            "threshold_percentile": float(p["threshold_percentile"]) if oneclass else None,
+            "threshold_percentile": float(config.threshold_percentile) if oneclass else None,
             "notes": notes,
             "skipped_images": skipped,
             "metrics_file": str(metrics_path),

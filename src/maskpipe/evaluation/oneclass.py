@@ -8,7 +8,7 @@ Two scores, both "higher = more anomalous = more likely unmasked":
   close to it); the score is the Mahalanobis distance to that Gaussian.
 
 Each score becomes a classifier by a threshold at a percentile of the training scores
-(``evaluate.threshold_percentile``, default 75: a quarter of the training faces would be
+(the model's ``threshold_percentile``, default 75: a quarter of the training faces would be
 flagged). The positive class of the ROC is the anomaly (``without_mask``).
 """
 

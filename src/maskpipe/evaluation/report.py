@@ -19,8 +19,21 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from maskpipe.params import flatten
+from maskpipe.settings import Section, option
 
 DEFAULT_COLUMNS = ["test/n", "test/accuracy", "test/macro_f1", "test/roc_auc"]
+
+
+@dataclass(frozen=True)
+class ReportConfig(Section):
+    """params.yaml `report:`."""
+
+    models: list[str] | None = option(None, doc="the models compared; null = every model under `models:`")
+    primary_metric: str = option("test/macro_f1", doc="leaderboard order")
+    lower_is_better: list[str] = option([], doc="metric names for which smaller wins")
+    columns: list[str] = option(list(DEFAULT_COLUMNS), doc="metric columns of the leaderboard")
+
+
 IGNORED_PARAMS = {"name"}
 
 
@@ -47,9 +60,8 @@ def _read_json(path: Path, what: str) -> dict:
     return data
 
 
-def report_models(report_cfg: dict | None, all_models: Sequence[str]) -> list[str]:
+def report_models(chosen: Sequence[str] | None, all_models: Sequence[str]) -> list[str]:
     """The models the report compares: ``report.models`` (null = every key of ``models:``)."""
-    chosen = (report_cfg or {}).get("models")
     if chosen is None:
         return list(all_models)
     unknown = [m for m in chosen if m not in all_models]

@@ -333,7 +333,7 @@ def evaluate_wild(model: str, predictor, photos: Sequence[Photo], metrics_path: 
     folder); ``details_path`` (default ``out_dir/details.json``) gets the detail tables."""
     from maskpipe.io import write_json
 
-    if predictor.task == "oneclass" or not set(p for ph in photos for p in ph.labels) <= set(predictor.classes):
+    if not predictor.task.probabilities or not set(p for ph in photos for p in ph.labels) <= set(predictor.classes):
         raise WildError(f"{model}: classes {predictor.classes} cannot label the annotated faces "
                         f"({sorted({lab for ph in photos for lab in ph.labels})}); "
                         "list only models trained on all three classes in evaluate_wild.models")

@@ -1,78 +1,196 @@
-"""Resolved model parameters: the seed settings in `models:` plus the active profile.
+"""Typed model config: the seed settings in `models:` plus the active profile, every default here.
 
-    resolved = models.<m>  <-  profiles[train.profile].all  <-  profiles[train.profile].<m>
-               + name, seed, and defaults for keys a model does not set
+    resolved = ModelConfig defaults  <-  models.<m>  <-  profiles[train.profile].all
+               <-  profiles[train.profile].<m>       (+ name, profile, and seed when a model has none)
 
-Everything a training needs is in that one dict; it is stored in the checkpoint and the
-model artifact, logged to MLflow, and compared on resume.
+Each layer is checked on its own, so an unknown key or a bad value is reported where it was
+written (``params.yaml: profiles.cpu.mask_cnn.lerning_rate: unknown key (did you mean 'lr'?)``).
+The frozen ``ModelConfig`` is what training uses; its ``to_plain()`` dict is stored in the
+checkpoint and the model artifact, logged to MLflow, and compared on resume.
+
+A new model key is one line in ``ModelConfig`` (type, default, range/choices, doc): params.yaml
+may then set it under `models:` or a profile, and old artifacts load with its default.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
 
 from maskpipe.labels import LABELS
 from maskpipe.params import deep_merge
+from maskpipe.settings import ConfigError, Section, check_value, option, unknown_key_message
+from maskpipe.training.models import ARCHS
+from maskpipe.training.tasks import TASKS, get_task
 
-TASKS = ("multiclass", "binary", "oneclass")
-LOSSES_BY_TASK = {
-    "multiclass": ("cross_entropy", "focal"),
-    "binary": ("bce", "focal"),
-    "oneclass": ("mse",),
-}
+__all__ = ["ConfigError", "ModelConfig", "TrainConfig", "resolve_model_config", "normalization",
+           "active_profile", "model_names", "MONITORS"]
+
+# history column -> "min" | "max": what early stopping, the plateau scheduler and the kept epoch watch
+MONITORS = {"val_loss": "min", "val_accuracy": "max"}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "plateau")
 AUGMENTS = ("hflip", "rotation", "brightness_contrast", "scale")
-PSEUDO_DATASETS = ("synthetic",)
-
-# Keys a model may leave out. Seed settings in params.yaml always win.
-DEFAULTS: dict[str, Any] = {
-    "pretrained": None,
-    "freeze_backbone": False,
-    "batch_size": 32,
-    "epochs": 10,
-    "optimizer": "adam",
-    "lr": 0.001,
-    "weight_decay": 0.0,
-    "momentum": 0.9,            # sgd only
-    "scheduler": "none",
-    "lr_patience": 3,           # ReduceLROnPlateau: epochs without improvement before lowering lr
-    "lr_factor": 0.1,
-    "min_lr": 1.0e-6,
-    "patience": 5,              # early stopping on val loss
-    "min_delta": 0.0,           # an improvement smaller than this does not count
-    "monitor": "val_loss",      # what early stopping, the plateau scheduler and the kept epoch watch: val_loss | val_accuracy
-    "augment": [],
-    "amp": False,               # mixed precision; only ever used on CUDA
-    "max_samples": None,        # per split; null = all
-    "dropout": 0.5,
-    "bn_recalibrate": False,    # recompute BatchNorm statistics on the train images before each validation
-    "focal_alpha": 1.0,
-    "focal_gamma": 2.0,
-    "eval_datasets": None,      # extra datasets for evaluation only (cross-dataset test)
-    "rotation_degrees": 15.0,
-    "scale_range": [0.85, 1.15],
-    "brightness": 0.2,
-    "contrast": 0.2,
-}
+# set by resolve_model_config, never in params.yaml
+RESOLVER_KEYS = ("name", "profile")
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-class ConfigError(ValueError):
-    """A params.yaml problem; the message names the key."""
+@dataclass(frozen=True)
+class ModelConfig(Section):
+    """One model's resolved settings (models.<m> + profile). Fields without a default are required."""
+
+    key_aliases = {"learning_rate": "lr", "num_epochs": "epochs", "max_epochs": "epochs", "img_size": "image_size",
+                   "input_size": "image_size", "architecture": "arch", "augmentation": "augment",
+                   "early_stopping_patience": "patience", "lr_scheduler": "scheduler", "labels": "classes",
+                   "weights": "pretrained"}
+
+    # -- what the model is
+    arch: str = option(choices=sorted(ARCHS), doc="a key of the architecture registry (models.py)")
+    task: str = option(choices=list(TASKS), doc="a key of the task registry (tasks.py)")
+    datasets: list[str] = option(doc="datasets (or `synthetic`) trained on")
+    classes: list[str] = option(choices=LABELS, doc="labels in output order; binary: [negative, positive]")
+    image_size: int = option(ge=16, doc="input side in pixels")
+    eval_datasets: list[str] | None = option(None, doc="extra datasets for evaluation only (cross-dataset test)")
+    pretrained: str | None = option(None, doc="imagenet | a .pth file | null")
+    freeze_backbone: bool = False
+    dropout: float = option(0.5, ge=0, le=1)
+    ae_channels: tuple[int, int, int] = option((32, 64, 16), doc="autoencoder encoder widths (models.py)")
+    # -- optimisation
+    batch_size: int = option(32, ge=1)
+    epochs: int = option(10, ge=1)
+    optimizer: str = option("adam", choices=OPTIMIZERS)
+    lr: float = option(0.001, gt=0)
+    weight_decay: float = option(0.0, ge=0)
+    momentum: float = option(0.9, ge=0, doc="sgd only")
+    scheduler: str = option("none", choices=SCHEDULERS, doc="plateau: ReduceLROnPlateau on `monitor`")
+    lr_patience: int = option(3, ge=1, doc="plateau: epochs without improvement before lowering lr")
+    lr_factor: float = option(0.1, ge=0)
+    min_lr: float = option(1.0e-6, ge=0)
+    patience: int = option(5, ge=1, doc="early stopping: epochs without improvement")
+    min_delta: float = option(0.0, ge=0, doc="an improvement smaller than this does not count")
+    monitor: str = option("val_loss", choices=list(MONITORS))
+    loss: str | None = option(None, doc="null = the task's default (tasks.py)")
+    focal_alpha: float = option(1.0, ge=0)
+    focal_gamma: float = option(2.0, ge=0)
+    amp: bool = option(False, doc="mixed precision; only ever used on CUDA")
+    bn_recalibrate: bool = option(False, doc="recompute BatchNorm statistics before each validation")
+    # -- data and augmentation
+    max_samples: int | None = option(None, ge=1, doc="per split; null = all")
+    augment: list[str] = option([], choices=AUGMENTS)
+    rotation_degrees: float = option(15.0, ge=0, le=180)
+    scale_range: tuple[float, float] = option((0.85, 1.15), doc="scale augmentation: zoom range")
+    brightness: float = option(0.2, ge=0, le=1)
+    contrast: float = option(0.2, ge=0, le=1)
+    # -- operating point (one-class): evaluation, predict, serve and pyfunc all use this one
+    threshold_percentile: int = option(75, ge=0, le=100,
+                                       doc="one-class: anomaly above this percentile of the training errors")
+    # -- set by the resolver
+    seed: int = 0
+    name: str = "model"
+    profile: str = "seed"
+
+    def __post_init__(self) -> None:
+        task = get_task(self.task)
+        if self.loss is None:
+            object.__setattr__(self, "loss", task.default_loss)
+        self._check(task)
+
+    def _bad(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"params.yaml: models.{self.name}.{key}: {problem}")
+
+    def _check(self, task) -> None:
+        arch = ARCHS[self.arch]
+        if not self.classes:
+            raise self._bad("classes", "must be a non-empty list of labels")
+        if len(set(self.classes)) != len(self.classes):
+            raise self._bad("classes", "labels repeat")
+        problem = task.classes_problem(self.classes)
+        if problem:
+            raise self._bad("classes", problem)
+        if task.arch_kind != arch.kind:
+            raise self._bad("arch", f"{self.arch} cannot do task {self.task!r}")
+        if self.loss not in task.losses:
+            raise self._bad("loss", f"{self.loss!r} does not fit task {self.task!r} "
+                                    f"(use {' or '.join(task.losses)})")
+        if not self.datasets:
+            raise self._bad("datasets", "must be a non-empty list of dataset names")
+        if arch.kind == "autoencoder" and self.image_size % 8:
+            raise self._bad("image_size", f"the autoencoder needs a multiple of 8, got {self.image_size}")
+        if self.monitor != "val_loss" and not task.has_accuracy:
+            raise self._bad("monitor", f"a {self.task} model has no accuracy during training; use val_loss")
+
+    # -- reading
+    @classmethod
+    def from_artifact(cls, params: Mapping[str, Any], where: str = "model.pt params") -> "ModelConfig":
+        """The config stored in a checkpoint or model artifact (older ones get today's defaults)."""
+        return cls.from_mapping(params, where)
+
+    def to_plain(self) -> dict[str, Any]:
+        """JSON / YAML / torch.load(weights_only)-safe dict (tuples as lists)."""
+        return _plain(self.to_dict())
 
 
-def active_profile(all_params: dict) -> str:
-    return str((all_params.get("train") or {}).get("profile") or "seed")
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
-def model_names(all_params: dict) -> list[str]:
+@dataclass(frozen=True)
+class TrainConfig(Section):
+    """params.yaml `train:` (the stage-wide settings; per-model ones are ModelConfig)."""
+
+    profile: str = option("seed", doc="a key of `profiles:`, or seed (the settings as written in `models:`)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = option(0, ge=0, doc="torch threads and tensor-cache builders; 0 = torch's default")
+    cache_dir: str = option("data/cache", doc="uint8 tensor cache, relative to the repo root")
+
+
+def train_config(all_params: Mapping[str, Any]) -> TrainConfig:
+    return TrainConfig.from_mapping(all_params.get("train"), "train")
+
+
+def active_profile(all_params: Mapping[str, Any]) -> str:
+    return train_config(all_params).profile
+
+
+def model_names(all_params: Mapping[str, Any]) -> list[str]:
     return list((all_params.get("models") or {}).keys())
 
 
-def resolve_model_params(all_params: dict, model_name: str, profile: str | None = None) -> dict:
+def _check_layer(layer: Any, where: str) -> dict[str, Any]:
+    """One params layer checked against ModelConfig's fields: unknown keys and values named at ``where``."""
+    if layer is None:
+        return {}
+    if not isinstance(layer, Mapping):
+        raise ConfigError(f"params.yaml: {where}: expected a mapping of keys, got {layer!r}")
+    fields = ModelConfig.__dataclass_fields__
+    settable = [k for k in fields if k not in RESOLVER_KEYS]
+    hints = _hints()
+    for key, value in layer.items():
+        if key not in settable:
+            raise ConfigError(unknown_key_message(where, key, settable, ModelConfig.key_aliases))
+        check_value(value, hints[key], f"{where}.{key}", fields[key].metadata)
+    return dict(layer)
+
+
+_HINTS: dict[str, Any] = {}
+
+
+def _hints() -> dict[str, Any]:
+    if not _HINTS:
+        import typing
+
+        _HINTS.update(typing.get_type_hints(ModelConfig))
+    return _HINTS
+
+
+def resolve_model_config(all_params: Mapping[str, Any], model_name: str, profile: str | None = None) -> ModelConfig:
     """models.<model_name> merged with the active profile (train.profile, or ``profile``)."""
     models = all_params.get("models") or {}
     if model_name not in models:
@@ -86,91 +204,22 @@ def resolve_model_params(all_params: dict, model_name: str, profile: str | None 
             f"{', '.join(profiles) or 'nothing'}"
         )
     prof = profiles.get(profile) or {}
-    resolved = deep_merge(DEFAULTS, models[model_name] or {})
-    resolved = deep_merge(resolved, prof.get("all") or {})
-    resolved = deep_merge(resolved, prof.get(model_name) or {})
-    resolved["name"] = model_name
-    resolved["profile"] = profile
-    resolved.setdefault("seed", all_params.get("seed", 0))
-    resolved.setdefault("loss", _default_loss(resolved.get("task")))
-    validate(resolved)
-    return resolved
+    if not isinstance(prof, Mapping):
+        raise ConfigError(f"params.yaml: profiles.{profile}: expected a mapping of keys, got {prof!r}")
+    for key in prof:  # profiles.<p>.<typo>: a model name that does not exist
+        if key != "all" and key not in models:
+            raise ConfigError(unknown_key_message(f"profiles.{profile}", key, ["all", *models]))
+    merged = _check_layer(models[model_name], f"models.{model_name}")
+    merged = deep_merge(merged, _check_layer(prof.get("all"), f"profiles.{profile}.all"))
+    merged = deep_merge(merged, _check_layer(prof.get(model_name), f"profiles.{profile}.{model_name}"))
+    merged["name"] = model_name
+    merged["profile"] = profile
+    merged.setdefault("seed", all_params.get("seed", 0))
+    return ModelConfig.from_mapping(merged, f"models.{model_name}")
 
 
-def _default_loss(task: str | None) -> str:
-    return {"multiclass": "cross_entropy", "binary": "bce", "oneclass": "mse"}.get(task or "", "")
-
-
-def validate(p: dict) -> None:
-    """Raise ConfigError naming models.<name>.<key> for anything a training cannot use."""
-    name = p.get("name", "?")
-
-    def bad(key: str, problem: str) -> ConfigError:
-        return ConfigError(f"params.yaml: models.{name}.{key}: {problem}")
-
-    from maskpipe.training.models import ARCHS  # registry; late import keeps config light
-
-    if p.get("arch") not in ARCHS:
-        raise bad("arch", f"unknown architecture {p.get('arch')!r} (known: {', '.join(sorted(ARCHS))})")
-    task = p.get("task")
-    if task not in TASKS:
-        raise bad("task", f"{task!r} is not one of {', '.join(TASKS)}")
-    classes = p.get("classes")
-    if not isinstance(classes, list) or not classes:
-        raise bad("classes", "must be a non-empty list of labels")
-    for c in classes:
-        if c not in LABELS:
-            raise bad("classes", f"unknown label {c!r} (known: {', '.join(LABELS)})")
-    if len(set(classes)) != len(classes):
-        raise bad("classes", "labels repeat")
-    if task == "binary" and len(classes) != 2:
-        raise bad("classes", "a binary model needs exactly two classes [negative, positive]")
-    if task == "multiclass" and len(classes) < 2:
-        raise bad("classes", "a multiclass model needs at least two classes")
-    if task == "oneclass" and len(classes) != 1:
-        raise bad("classes", "a oneclass model is trained on exactly one class")
-    if (task == "oneclass") != (ARCHS[p["arch"]].kind == "autoencoder"):
-        raise bad("arch", f"{p['arch']} cannot do task {task!r}")
-    if p.get("loss") not in LOSSES_BY_TASK[task]:
-        raise bad("loss", f"{p.get('loss')!r} does not fit task {task!r} "
-                          f"(use {' or '.join(LOSSES_BY_TASK[task])})")
-    datasets = p.get("datasets")
-    if not isinstance(datasets, list) or not datasets:
-        raise bad("datasets", "must be a non-empty list of dataset names")
-    size = p.get("image_size")
-    if not isinstance(size, int) or size < 16:
-        raise bad("image_size", f"must be an integer >= 16, got {size!r}")
-    if ARCHS[p["arch"]].kind == "autoencoder" and size % 8:
-        raise bad("image_size", f"the autoencoder needs a multiple of 8, got {size}")
-    for key in ("batch_size", "epochs", "patience", "lr_patience"):
-        if not isinstance(p.get(key), int) or p[key] < 1:
-            raise bad(key, f"must be a positive integer, got {p.get(key)!r}")
-    for key in ("lr", "weight_decay", "momentum", "lr_factor", "min_lr", "dropout", "min_delta"):
-        if not isinstance(p.get(key), (int, float)) or p[key] < 0:
-            raise bad(key, f"must be a number >= 0, got {p.get(key)!r}")
-    if p["lr"] <= 0:
-        raise bad("lr", "must be > 0")
-    if p.get("optimizer") not in OPTIMIZERS:
-        raise bad("optimizer", f"{p.get('optimizer')!r} is not one of {', '.join(OPTIMIZERS)}")
-    if p.get("scheduler") not in SCHEDULERS:
-        raise bad("scheduler", f"{p.get('scheduler')!r} is not one of {', '.join(SCHEDULERS)}")
-    aug = p.get("augment") or []
-    if not isinstance(aug, list) or any(a not in AUGMENTS for a in aug):
-        raise bad("augment", f"{aug!r}: allowed items are {', '.join(AUGMENTS)}")
-    if p.get("monitor") not in ("val_loss", "val_accuracy"):
-        raise bad("monitor", f"{p.get('monitor')!r} is not val_loss or val_accuracy")
-    if task == "oneclass" and p["monitor"] != "val_loss":
-        raise bad("monitor", "a oneclass model has no accuracy during training; use val_loss")
-    ms = p.get("max_samples")
-    if ms is not None and (not isinstance(ms, int) or ms < 1):
-        raise bad("max_samples", f"must be null or a positive integer, got {ms!r}")
-
-
-def normalization(params: dict) -> tuple[list[float], list[float]]:
+def normalization(config: ModelConfig) -> tuple[list[float], list[float]]:
     """Mean/std the model expects: ImageNet statistics, except [0,1] pixels for autoencoders."""
-    from maskpipe.training.models import ARCHS
-
-    if ARCHS[params["arch"]].kind == "autoencoder":
+    if ARCHS[config.arch].kind == "autoencoder":
         return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
     return list(IMAGENET_MEAN), list(IMAGENET_STD)
-

@@ -28,7 +28,7 @@ import threading
 from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,9 @@ from tqdm.auto import tqdm
 from maskpipe.imaging import ImageReadError, open_rgb
 from maskpipe.io import atomic_path, write_json
 from maskpipe.training.transforms import BatchAugmenter, to_uint8_chw
+
+if TYPE_CHECKING:
+    from maskpipe.training.config import ModelConfig
 
 SAMPLE_COLUMNS = ["path", "label", "label_idx", "dataset"]
 CROP_COLUMNS = ["face_id", "crop_path", "dataset", "label", "split"]
@@ -100,20 +103,20 @@ def _stratified_head(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return picked.drop(columns="_rank")
 
 
-def select_samples(crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, model_params: dict,
+def select_samples(crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, config: "ModelConfig",
                    split: str, *, datasets: Sequence[str] | None = None,
                    labels: Sequence[str] | None = None) -> pd.DataFrame:
     """The images a model uses for ``split``: DataFrame[path, label, label_idx, dataset].
 
-    ``datasets`` overrides model_params["datasets"] (evaluation passes eval_datasets);
+    ``datasets`` overrides config.datasets (evaluation passes eval_datasets);
     ``labels`` overrides which labels are kept (default: the model's classes; evaluation of the
-    oneclass model passes all labels). label_idx is the index in model_params["classes"], or -1
+    oneclass model passes all labels). label_idx is the index in config.classes, or -1
     for a label the model has no class for. Paths are relative to the repo root, as in the
     indexes. Sorted by path, so the result does not depend on index row order.
     """
-    classes = list(model_params["classes"])
+    classes = list(config.classes)
     keep = list(labels) if labels is not None else classes
-    wanted = list(datasets) if datasets is not None else list(model_params["datasets"])
+    wanted = list(datasets) if datasets is not None else list(config.datasets)
     parts = []
     for name in wanted:
         if name == SYNTHETIC:
@@ -123,9 +126,8 @@ def select_samples(crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, model_
             parts.append(pd.DataFrame({"path": rows["crop_path"], "label": rows["label"], "dataset": name}))
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["path", "label", "dataset"])
     df = df[df["label"].isin(keep)].drop_duplicates("path")
-    max_samples = model_params.get("max_samples")
-    if max_samples:
-        df = _stratified_head(df, int(max_samples), int(model_params.get("seed", 0)))
+    if config.max_samples:
+        df = _stratified_head(df, config.max_samples, config.seed)
     df = df.sort_values("path", kind="stable").reset_index(drop=True)
     df["label_idx"] = [classes.index(lbl) if lbl in classes else -1 for lbl in df["label"]]
     return df[SAMPLE_COLUMNS]
@@ -388,15 +390,15 @@ class SplitData:
     images: ImageSet
 
 
-def prepare_split(crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, params: dict, split: str,
+def prepare_split(crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, config: "ModelConfig", split: str,
                   cache: TensorCache, *, require: bool = True) -> SplitData:
-    samples = select_samples(crops_df, synth_df, params, split)
+    samples = select_samples(crops_df, synth_df, config, split)
     if require and samples.empty:
         raise DataError(
-            f"models.{params.get('name')}: no {split} images for datasets {params['datasets']} "
-            f"and classes {params['classes']} (are the datasets enabled and cropped?)"
+            f"models.{config.name}: no {split} images for datasets {config.datasets} "
+            f"and classes {config.classes} (are the datasets enabled and cropped?)"
         )
-    return SplitData(samples, load_images(samples, crops_df, synth_df, split, int(params["image_size"]), cache))
+    return SplitData(samples, load_images(samples, crops_df, synth_df, split, config.image_size, cache))
 
 
 def class_counts(samples: pd.DataFrame) -> dict[str, int]:

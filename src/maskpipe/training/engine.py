@@ -26,6 +26,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from maskpipe.io import atomic_path
+from maskpipe.training.config import MONITORS, ModelConfig
+from maskpipe.training.tasks import Task, get_task
 
 CHECKPOINT_FORMAT = "maskpipe-checkpoint/1"
 
@@ -35,36 +37,35 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------ building blocks
-def make_optimizer(model: nn.Module, params: dict) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: ModelConfig) -> torch.optim.Optimizer:
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
-        raise ValueError(f"models.{params.get('name')}: no trainable parameters")
-    name, lr, wd = params["optimizer"], float(params["lr"]), float(params.get("weight_decay", 0.0))
+        raise ValueError(f"models.{config.name}: no trainable parameters")
+    name, lr, wd = config.optimizer, config.lr, config.weight_decay
     if name == "adam":
         return torch.optim.Adam(trainable, lr=lr, weight_decay=wd)
     if name == "adamw":
         return torch.optim.AdamW(trainable, lr=lr, weight_decay=wd)
     if name == "sgd":
-        return torch.optim.SGD(trainable, lr=lr, weight_decay=wd, momentum=float(params.get("momentum", 0.9)))
-    raise ValueError(f"models.{params.get('name')}.optimizer: unknown {name!r}")
+        return torch.optim.SGD(trainable, lr=lr, weight_decay=wd, momentum=config.momentum)
+    raise ValueError(f"models.{config.name}.optimizer: unknown {name!r}")
 
 
-def monitor_of(params: dict, has_val: bool = True) -> tuple[str, str]:
+def monitor_of(config: ModelConfig, has_val: bool = True) -> tuple[str, str]:
     """(history column watched by early stopping / checkpoint selection / plateau, "min" or "max")."""
-    monitor = params.get("monitor", "val_loss")
     if not has_val:
         return "train_loss", "min"
-    return monitor, ("max" if monitor == "val_accuracy" else "min")
+    return config.monitor, MONITORS[config.monitor]
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, params: dict, mode: str = "min"):
-    if params.get("scheduler", "none") == "plateau":
-        min_delta = float(params.get("min_delta", 0.0))
+def make_scheduler(optimizer: torch.optim.Optimizer, config: ModelConfig, mode: str = "min"):
+    if config.scheduler == "plateau":
+        min_delta = config.min_delta
         # "improvement" means the same as for early stopping when min_delta is set
         threshold = dict(threshold=min_delta, threshold_mode="abs") if min_delta > 0 else {}
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=mode, factor=float(params.get("lr_factor", 0.1)),
-            patience=int(params.get("lr_patience", 3)), min_lr=float(params.get("min_lr", 0.0)), **threshold,
+            optimizer, mode=mode, factor=config.lr_factor,
+            patience=config.lr_patience, min_lr=config.min_lr, **threshold,
         )
     return None
 
@@ -87,20 +88,9 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
 
-def _forward_loss(model, loss_fn, x, y, task):
+def _forward_loss(model, loss_fn, x, y, task: Task):
     out = model(x)
-    target = x if task == "oneclass" else y
-    return out, loss_fn(out, target)
-
-
-def _correct(out: torch.Tensor, y: torch.Tensor, task: str) -> int:
-    if task == "binary":
-        pred = (out.view(-1) > 0).long()
-    elif task == "multiclass":
-        pred = out.argmax(dim=1)
-    else:
-        return 0
-    return int((pred == y.view(-1)).sum())
+    return out, loss_fn(out, task.target(x, y))
 
 
 # ------------------------------------------------------------------------------ one epoch
@@ -110,6 +100,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, opti
                     progress: bool | None = None) -> float:
     """One pass over ``loader``; returns the mean training loss (per sample)."""
     device = torch.device(device)
+    task_ = get_task(task)
     model.train()
     total, count = 0.0, 0
     n_batches = len(loader) if hasattr(loader, "__len__") else None
@@ -118,7 +109,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, opti
     for b, (x, y) in enumerate(bar, start=1):
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-            _, loss = _forward_loss(model, loss_fn, x, y, task)
+            _, loss = _forward_loss(model, loss_fn, x, y, task_)
         if not torch.isfinite(loss.detach()):
             raise NonFiniteLossError(
                 f"{model_name}: training loss is {loss.item()} at epoch {epoch}, batch {b}"
@@ -145,18 +136,19 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: nn.Module, *, task: st
              amp: bool = False, device: torch.device | str = "cpu") -> dict[str, float]:
     """Mean loss (and accuracy for classifiers) over ``loader``, model in eval mode."""
     device = torch.device(device)
+    task_ = get_task(task)
     model.eval()
     total, correct, count = 0.0, 0, 0
     for x, y in loader:
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-            out, loss = _forward_loss(model, loss_fn, x, y, task)
+            out, loss = _forward_loss(model, loss_fn, x, y, task_)
         total += float(loss) * len(x)
-        correct += _correct(out, y, task)
+        correct += task_.correct(out, y)
         count += len(x)
     if count == 0:
         return {"loss": float("nan")}
     result = {"loss": total / count}
-    if task != "oneclass":
+    if task_.has_accuracy:
         result["accuracy"] = correct / count
     return result
 
@@ -189,9 +181,9 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, device: torch.devi
 
 
 # ------------------------------------------------------------------------------ checkpoints
-def fingerprint(params: dict, *parts: Any) -> str:
-    """What a checkpoint must match to be resumed: resolved params, data keys, training code."""
-    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+def fingerprint(config: ModelConfig, *parts: Any) -> str:
+    """What a checkpoint must match to be resumed: resolved config, data keys, training code."""
+    h = hashlib.sha256(json.dumps(config.to_plain(), sort_keys=True, default=str).encode())
     for part in parts:
         h.update(json.dumps(part, sort_keys=True, default=str).encode())
     code_dir = Path(__file__).parent
@@ -270,29 +262,29 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module, params: dict, *,
+def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module, config: ModelConfig, *,
         checkpoint_path: str | Path | None = None, fingerprint_value: str = "",
         resume: dict | None = None, device: torch.device | str = "cpu",
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         checkpoint_extra: dict[str, Any] | None = None,
         stop_after_epoch: int | None = None, progress: bool | None = None,
         log: Callable[[str], None] = print) -> FitResult:
-    """Train ``model`` for params["epochs"] epochs with early stopping on the val loss.
+    """Train ``model`` for config.epochs epochs with early stopping on config.monitor.
 
     ``resume``: a checkpoint dict from resume_state(); training continues after its epoch.
     ``on_epoch(row)`` is called after each epoch with the history row (MLflow, history.csv).
     ``stop_after_epoch`` ends the run after that epoch as if interrupted (tests).
     """
     device = torch.device(device)
-    name, task = params["name"], params["task"]
-    epochs, patience, seed = int(params["epochs"]), int(params["patience"]), int(params.get("seed", 0))
-    min_delta = float(params.get("min_delta", 0.0))
-    amp = bool(params.get("amp")) and device.type == "cuda"
+    name, task = config.name, config.task
+    epochs, patience, seed = config.epochs, config.patience, config.seed
+    min_delta = config.min_delta
+    amp = config.amp and device.type == "cuda"
     model.to(device)
-    optimizer = make_optimizer(model, params)
-    monitor, mode = monitor_of(params, has_val=val_loader is not None)
+    optimizer = make_optimizer(model, config)
+    monitor, mode = monitor_of(config, has_val=val_loader is not None)
     sign = -1.0 if mode == "max" else 1.0  # internally always minimise sign * value
-    scheduler = make_scheduler(optimizer, params, mode)
+    scheduler = make_scheduler(optimizer, config, mode)
     scaler = torch.amp.GradScaler("cuda") if amp else None
 
     history: list[dict[str, Any]] = []
@@ -327,14 +319,14 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module, params: 
                 loader.set_epoch(epoch)
         train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, task=task, epoch=epoch,
                                      model_name=name, scaler=scaler, amp=amp, device=device, progress=progress)
-        if params.get("bn_recalibrate"):
+        if config.bn_recalibrate:
             plain = train_loader.plain() if hasattr(train_loader, "plain") else train_loader
             recalibrate_batchnorm(model, plain, device)
         val = evaluate(model, val_loader, loss_fn, task=task, amp=amp, device=device) if val_loader else {}
         if val and not math.isfinite(val["loss"]):
             raise NonFiniteLossError(f"{name}: validation loss is {val['loss']} after epoch {epoch}")
         row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "val_loss": val.get("loss")}
-        if task != "oneclass":
+        if get_task(task).has_accuracy:
             row["val_accuracy"] = val.get("accuracy")
         row["lr"] = current_lr(optimizer)
         row["seconds"] = round(time.perf_counter() - t_epoch, 3)
@@ -355,7 +347,7 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module, params: 
             save_checkpoint(Path(checkpoint_path), {
                 "format": CHECKPOINT_FORMAT,
                 "fingerprint": fingerprint_value,
-                "params": params,
+                "params": config.to_plain(),
                 "epoch": epoch,
                 "model": _state_copy(model),
                 "optimizer": optimizer.state_dict(),

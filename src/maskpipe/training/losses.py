@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from maskpipe.training.config import ModelConfig
 
 
 class FocalLoss(nn.Module):
@@ -14,7 +19,7 @@ class FocalLoss(nn.Module):
     gamma = 0 and alpha = 1 give plain cross entropy / BCE.
     """
 
-    def __init__(self, alpha: float = 1.0, gamma: float = 2.0):
+    def __init__(self, alpha: float, gamma: float):
         super().__init__()
         self.alpha, self.gamma = float(alpha), float(gamma)
 
@@ -47,17 +52,17 @@ class ReconstructionMSE(nn.Module):
         return F.mse_loss(recon, inputs)
 
 
-def build_loss(params: dict) -> nn.Module:
-    name = params.get("loss")
+def build_loss(config: "ModelConfig") -> nn.Module:
+    name = config.loss
     if name == "cross_entropy":
         return nn.CrossEntropyLoss()
     if name == "bce":
         return BCEOneLogit()
     if name == "focal":
-        return FocalLoss(params.get("focal_alpha", 1.0), params.get("focal_gamma", 2.0))
+        return FocalLoss(config.focal_alpha, config.focal_gamma)
     if name == "mse":
         return ReconstructionMSE()
-    raise ValueError(f"models.{params.get('name', '?')}.loss: unknown loss {name!r}")
+    raise ValueError(f"models.{config.name}.loss: unknown loss {name!r}")
 
 
 def per_sample_reconstruction_error(recon: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

@@ -11,20 +11,24 @@ BatchNorm statistics stay those of the pretrained weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
+from maskpipe.training.tasks import get_task
 from maskpipe.training.weights import load_pretrained_state
+
+if TYPE_CHECKING:  # config imports this registry
+    from maskpipe.training.config import ModelConfig
 
 
 @dataclass(frozen=True)
 class Arch:
     name: str
     kind: str  # "classifier" | "autoencoder"
-    builder: Callable[[dict, int], nn.Module]
+    builder: Callable[["ModelConfig", int], nn.Module]
     description: str
 
 
@@ -32,35 +36,28 @@ ARCHS: dict[str, Arch] = {}
 
 
 def register(name: str, kind: str = "classifier", description: str = ""):
-    def deco(fn: Callable[[dict, int], nn.Module]):
+    def deco(fn: Callable[["ModelConfig", int], nn.Module]):
         ARCHS[name] = Arch(name, kind, fn, description or (fn.__doc__ or "").strip())
         return fn
 
     return deco
 
 
-def num_outputs(params: dict) -> int:
-    task = params["task"]
-    if task == "binary":
-        return 1
-    if task == "multiclass":
-        return len(params["classes"])
-    return 0  # autoencoder: output is an image
+def num_outputs(config: "ModelConfig") -> int:
+    return get_task(config.task).num_outputs(len(config.classes))
 
 
-def build_model(params: dict, load_weights: bool = True) -> nn.Module:
-    """The nn.Module for resolved model params (see config.resolve_model_params).
+def build_model(config: "ModelConfig", load_weights: bool = True) -> nn.Module:
+    """The nn.Module for a resolved ModelConfig (see config.resolve_model_config).
 
     ``load_weights=False`` skips pretrained weights (used when a state_dict follows anyway,
     e.g. loading an artifact).
     """
-    arch = params.get("arch")
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r} (known: {', '.join(sorted(ARCHS))})")
-    p = dict(params)
+    if config.arch not in ARCHS:
+        raise ValueError(f"unknown arch {config.arch!r} (known: {', '.join(sorted(ARCHS))})")
     if not load_weights:
-        p["pretrained"] = None
-    return ARCHS[arch].builder(p, num_outputs(params))
+        config = replace(config, pretrained=None)
+    return ARCHS[config.arch].builder(config, num_outputs(config))
 
 
 class FrozenBackboneModel(nn.Module):
@@ -88,9 +85,9 @@ class FrozenBackboneModel(nn.Module):
         return self.head(x)
 
 
-def _load_backbone(model: nn.Module, params: dict, arch: str, drop_prefixes: tuple[str, ...]) -> None:
+def _load_backbone(model: nn.Module, config: "ModelConfig", arch: str, drop_prefixes: tuple[str, ...]) -> None:
     """Load pretrained torchvision weights into ``model``; the classifier weights are dropped."""
-    state = load_pretrained_state(arch, params.get("pretrained"), params.get("name", ""))
+    state = load_pretrained_state(arch, config.pretrained, config.name)
     if state is None:
         return
     state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)}
@@ -127,13 +124,13 @@ class ResNetClassifier(nn.Module):
 
 
 @register("resnet50", description="torchvision ResNet-50, fc replaced by Linear(2048, outputs)")
-def _resnet50(params: dict, n_out: int) -> nn.Module:
+def _resnet50(config: "ModelConfig", n_out: int) -> nn.Module:
     import torchvision
 
     net = torchvision.models.resnet50(weights=None)
-    _load_backbone(net, params, "resnet50", ("fc.",))
+    _load_backbone(net, config, "resnet50", ("fc.",))
     net.fc = nn.Linear(net.fc.in_features, n_out)
-    return ResNetClassifier(net, params.get("freeze_backbone", False))
+    return ResNetClassifier(net, config.freeze_backbone)
 
 
 # ------------------------------------------------------------------------------- small_cnn
@@ -159,43 +156,43 @@ class SmallCNN(nn.Module):
 
 
 @register("small_cnn", description="2 conv (32, 64, 3x3) + max-pool + FC 128 + output")
-def _small_cnn(params: dict, n_out: int) -> nn.Module:
-    if params.get("pretrained"):
+def _small_cnn(config: "ModelConfig", n_out: int) -> nn.Module:
+    if config.pretrained:
         raise ValueError("small_cnn has no pretrained weights; set pretrained: null")
-    return SmallCNN(int(params["image_size"]), n_out, float(params.get("dropout", 0.5)))
+    return SmallCNN(config.image_size, n_out, config.dropout)
 
 
 # ------------------------------------------------------------------------------- mobilenet_v3
 @register("mobilenet_v3_large",
           description="MobileNetV3-Large features (frozen) + head 960-1280-640-classes, Hardswish, dropout")
-def _mobilenet_v3_large(params: dict, n_out: int) -> nn.Module:
+def _mobilenet_v3_large(config: "ModelConfig", n_out: int) -> nn.Module:
     import torchvision
 
     net = torchvision.models.mobilenet_v3_large(weights=None)
-    _load_backbone(net, params, "mobilenet_v3_large", ("classifier.",))
-    p = float(params.get("dropout", 0.5))
+    _load_backbone(net, config, "mobilenet_v3_large", ("classifier.",))
+    p = config.dropout
     head = nn.Sequential(
         nn.Linear(960, 1280), nn.Hardswish(inplace=True), nn.Dropout(p),
         nn.Linear(1280, 640), nn.Hardswish(inplace=True), nn.Dropout(p),
         nn.Linear(640, n_out),
     )
-    return FrozenBackboneModel(net.features, head, params.get("freeze_backbone", False))
+    return FrozenBackboneModel(net.features, head, config.freeze_backbone)
 
 
 # ------------------------------------------------------------------------------- mobilenet_v2
 @register("mobilenet_v2",
           description="MobileNetV2 ImageNet features (frozen) + head 1280-128-classes (ReLU, dropout)")
-def _mobilenet_v2(params: dict, n_out: int) -> nn.Module:
+def _mobilenet_v2(config: "ModelConfig", n_out: int) -> nn.Module:
     import torchvision
 
     net = torchvision.models.mobilenet_v2(weights=None)
-    _load_backbone(net, params, "mobilenet_v2", ("classifier.",))
+    _load_backbone(net, config, "mobilenet_v2", ("classifier.",))
     # the head of the widely used Keras mask detector: pool -> Dense 128 relu -> dropout -> out
     head = nn.Sequential(
-        nn.Linear(1280, 128), nn.ReLU(inplace=True), nn.Dropout(float(params.get("dropout", 0.5))),
+        nn.Linear(1280, 128), nn.ReLU(inplace=True), nn.Dropout(config.dropout),
         nn.Linear(128, n_out),
     )
-    return FrozenBackboneModel(net.features, head, params.get("freeze_backbone", False))
+    return FrozenBackboneModel(net.features, head, config.freeze_backbone)
 
 
 # ------------------------------------------------------------------------------- autoencoder
@@ -208,7 +205,7 @@ class ConvAutoencoder(nn.Module):
     masked vs unmasked faces, CPU profile).
     """
 
-    def __init__(self, channels: tuple[int, int, int] = (32, 64, 16)):
+    def __init__(self, channels: tuple[int, int, int]):
         super().__init__()
         c1, c2, c3 = channels
         self.encoder = nn.Sequential(
@@ -228,11 +225,10 @@ class ConvAutoencoder(nn.Module):
 
 @register("conv_autoencoder", kind="autoencoder",
           description="3 conv + ReLU encoder, 3 transposed conv decoder + sigmoid (MSE)")
-def _conv_autoencoder(params: dict, n_out: int) -> nn.Module:
-    if params.get("pretrained"):
+def _conv_autoencoder(config: "ModelConfig", n_out: int) -> nn.Module:
+    if config.pretrained:
         raise ValueError("conv_autoencoder has no pretrained weights; set pretrained: null")
-    channels = tuple(params.get("ae_channels") or (32, 64, 16))
-    return ConvAutoencoder(channels)  # type: ignore[arg-type]
+    return ConvAutoencoder(config.ae_channels)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

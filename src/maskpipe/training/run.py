@@ -2,7 +2,8 @@
 
 params -> data (tensor cache) -> model -> fit (checkpoint/resume) -> best weights ->
 data/models/<model>/model.pt + metrics/plots/<model>/history.csv + MLflow run
-(+ data/models/<model>/mlflow_run.json).
+(+ data/models/<model>/mlflow_run.json), logged through a Tracker (maskpipe.tracker): this
+module imports neither mlflow nor the serving stack.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
-from maskpipe.io import write_csv, write_text
+from maskpipe.io import write_csv
 from maskpipe.paths import repo_root
+from maskpipe.tracker import NullTracker, Tracker
 from maskpipe.training import engine
 from maskpipe.training.artifact import save_model
-from maskpipe.training.config import normalization, resolve_model_params
+from maskpipe.training.config import normalization, resolve_model_config, train_config
 from maskpipe.training.data import (BatchLoader, TensorCache, class_counts, manifest, prepare_split,
                                     read_crops, read_synthetic)
 from maskpipe.training.losses import build_loss, per_sample_reconstruction_error
 from maskpipe.training.models import build_model, count_parameters
+from maskpipe.training.tasks import get_task
 from maskpipe.training.transforms import BatchAugmenter
 from maskpipe.training.weights import describe_source
 
@@ -48,7 +50,7 @@ class TrainPaths:
 
 
 def _history_frame(rows: list[dict[str, Any]], task: str) -> pd.DataFrame:
-    cols = [c for c in HISTORY_COLUMNS if not (task == "oneclass" and c == "val_accuracy")]
+    cols = [c for c in HISTORY_COLUMNS if get_task(task).has_accuracy or c != "val_accuracy"]
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
@@ -63,43 +65,55 @@ def reconstruction_percentiles(model: torch.nn.Module, loader: BatchLoader, devi
     return [float(v) for v in np.percentile(values, np.arange(101))]
 
 
-def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = None, *, track: bool = True,
+def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = None, *,
+                tracker: Tracker | None = None, track: bool = True,
                 progress: bool | None = None, stop_after_epoch: int | None = None,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train one model of params.yaml `models:`; returns a summary (also logged to MLflow)."""
+    """Train one model of params.yaml `models:`; returns a summary (also given to the tracker).
+
+    ``tracker`` defaults to MLflow (maskpipe.tracker.MlflowTracker); ``track=False`` means a
+    NullTracker (no run, no mlflow_run.json).
+    """
     paths = paths or TrainPaths()
-    params = resolve_model_params(all_params, model_name)
-    train_cfg = all_params.get("train") or {}
-    threads = int(train_cfg.get("num_threads") or 0)
+    config = resolve_model_config(all_params, model_name)
+    train_cfg = train_config(all_params)
+    if tracker is None:
+        if track:
+            from maskpipe.tracker import MlflowTracker
+
+            tracker = MlflowTracker()
+        else:
+            tracker = NullTracker()
+    threads = train_cfg.num_threads
     if threads > 0:
         torch.set_num_threads(threads)
-    device = engine.resolve_device(str(train_cfg.get("device", "auto")))
-    seed = int(params["seed"])
+    device = engine.resolve_device(train_cfg.device)
+    seed = config.seed
 
     # ---- data
     crops = read_crops(paths.crops_index)
     synth = read_synthetic(paths.synth_index)
-    cache_dir = paths.cache_dir or (repo_root() / str(train_cfg.get("cache_dir", "data/cache")))
+    cache_dir = paths.cache_dir or (repo_root() / train_cfg.cache_dir)
     cache = TensorCache(cache_dir, base=Path.cwd(), workers=max(threads, 1), progress=progress)
-    train_split = prepare_split(crops, synth, params, "train", cache)
-    val_split = prepare_split(crops, synth, params, "val", cache, require=False)
-    mean, std = normalization(params)
-    augmenter = BatchAugmenter.from_params(params, mean, std)
-    bs = int(params["batch_size"])
+    train_split = prepare_split(crops, synth, config, "train", cache)
+    val_split = prepare_split(crops, synth, config, "val", cache, require=False)
+    mean, std = normalization(config)
+    augmenter = BatchAugmenter.from_config(config, mean, std)
+    bs = config.batch_size
     train_loader = BatchLoader(train_split.images, bs, augmenter, train=True, seed=seed, device=device)
     val_loader = (BatchLoader(val_split.images, bs, augmenter, train=False, seed=seed, device=device)
                   if len(val_split.samples) else None)
-    log(f"{model_name}: profile {params['profile']}, device {device}, "
+    log(f"{model_name}: profile {config.profile}, device {device}, "
         f"train {class_counts(train_split.samples)}, val {class_counts(val_split.samples)}")
     if val_loader is None:
         log(f"{model_name}: no validation images; early stopping watches the training loss")
 
     # ---- model
     engine.seed_everything(seed)
-    model = build_model(params)
-    loss_fn = build_loss(params)
+    model = build_model(config)
+    loss_fn = build_loss(config)
     trainable, total = count_parameters(model)
-    fp = engine.fingerprint(params, train_split.images.keys, manifest(train_split.samples),
+    fp = engine.fingerprint(config, train_split.images.keys, manifest(train_split.samples),
                             val_split.images.keys, manifest(val_split.samples))
     model_dir = paths.model_dir(model_name)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -109,40 +123,34 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
     history_rows: list[dict[str, Any]] = list(resume["history"]) if resume else []
 
     summary: dict[str, Any] = {
-        "model": model_name, "profile": params["profile"], "device": str(device),
+        "model": model_name, "profile": config.profile, "device": str(device),
         "n_train": len(train_split.samples), "n_val": len(val_split.samples),
         "trainable_parameters": trainable, "parameters": total,
-        "weights_source": describe_source(params["arch"], params.get("pretrained")),
+        "weights_source": describe_source(config.arch, config.pretrained),
     }
 
     def write_history() -> None:
-        write_csv(history_path, _history_frame(history_rows, params["task"]))
+        write_csv(history_path, _history_frame(history_rows, config.task))
 
-    def body(run=None) -> None:
-        tracking = None
-        if run is not None:
-            from maskpipe import tracking
-            import mlflow
-
-            mlflow.set_tags({"maskpipe.profile": params["profile"], "maskpipe.arch": params["arch"],
-                             "maskpipe.task": params["task"], "maskpipe.weights": summary["weights_source"],
-                             "maskpipe.device": str(device)})
-            mlflow.log_params({"data.n_train": summary["n_train"], "data.n_val": summary["n_val"],
-                               "model.trainable_parameters": trainable})
-            if resume and resume.get("mlflow_run_id") != run.info.run_id:
-                for row in history_rows:  # a new run for a resumed training: replay earlier epochs
-                    tracking.log_history_metrics(row, step=int(row["epoch"]))
+    def body(run_id: str | None) -> None:
+        tracker.set_tags({"maskpipe.profile": config.profile, "maskpipe.arch": config.arch,
+                          "maskpipe.task": config.task, "maskpipe.weights": summary["weights_source"],
+                          "maskpipe.device": str(device)})
+        tracker.log_params({"data.n_train": summary["n_train"], "data.n_val": summary["n_val"],
+                            "model.trainable_parameters": trainable})
+        if run_id is not None and resume and resume.get("mlflow_run_id") != run_id:
+            for row in history_rows:  # a new run for a resumed training: replay earlier epochs
+                tracker.log_epoch(row, step=int(row["epoch"]))
 
         def on_epoch(row: dict[str, Any]) -> None:
             history_rows.append(row)
             write_history()
-            if tracking is not None:
-                tracking.log_history_metrics(row, step=int(row["epoch"]))
+            tracker.log_epoch(row, step=int(row["epoch"]))
 
         result = engine.fit(
-            model, train_loader, val_loader, loss_fn, params, checkpoint_path=ckpt, fingerprint_value=fp,
+            model, train_loader, val_loader, loss_fn, config, checkpoint_path=ckpt, fingerprint_value=fp,
             resume=resume, device=device, on_epoch=on_epoch,
-            checkpoint_extra={"mlflow_run_id": run.info.run_id if run is not None else None},
+            checkpoint_extra={"mlflow_run_id": run_id},
             stop_after_epoch=stop_after_epoch, progress=progress, log=log,
         )
         write_history()
@@ -151,14 +159,14 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
 
         extra: dict[str, Any] = {"weights_source": summary["weights_source"],
                                  "history": [dict(r) for r in history_rows]}
-        if params["task"] == "oneclass":
-            plain = BatchAugmenter([], mean, std)
+        if config.task == "oneclass":
+            plain = BatchAugmenter.normalize_only(mean, std)
             for key, split in (("error_percentiles", train_split), ("val_error_percentiles", val_split)):
                 if len(split.samples):
                     loader = BatchLoader(split.images, bs, plain, train=False, seed=seed, device=device)
                     extra[key] = reconstruction_percentiles(model, loader, device)
         best_row = next((r for r in history_rows if r["epoch"] == result.best_epoch), history_rows[-1])
-        save_model(model_dir / "model.pt", model, params, mean=mean, std=std, epoch=result.best_epoch,
+        save_model(model_dir / "model.pt", model, config, mean=mean, std=std, epoch=result.best_epoch,
                    best_metric=result.best_metric,
                    best_metric_name=result.monitor, extra=extra)
         summary.update({
@@ -167,46 +175,28 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
             "best_val_loss": best_row.get("val_loss"), "best_val_accuracy": best_row.get("val_accuracy"),
             "train_seconds": round(sum(float(r.get("seconds") or 0) for r in history_rows), 2),
         })
-        if run is not None:
-            import mlflow
+        final = {"best/epoch": result.best_epoch, "train/seconds": summary["train_seconds"]}
+        for key in ("best_val_loss", "best_val_accuracy"):
+            value = summary.get(key)
+            if value is not None and math.isfinite(float(value)):
+                final[key.replace("best_val_", "best/val_")] = float(value)
+        if extra.get("error_percentiles"):
+            final["train/error_p75"] = extra["error_percentiles"][75]
+            final["train/error_p95"] = extra["error_percentiles"][95]
+        tracker.log_metrics(final)
+        tracker.log_artifact(history_path, artifact_path="history")
+        tracker.log_dict(config.to_plain(), "params/params.resolved.yaml")
+        tracker.log_model(model_dir / "model.pt", model_name)
+        tracker.write_run_file(model_dir)
+        if run_id is not None:
+            summary["mlflow_run_id"] = run_id
 
-            final = {"best/epoch": result.best_epoch, "train/seconds": summary["train_seconds"]}
-            for key in ("best_val_loss", "best_val_accuracy"):
-                value = summary.get(key)
-                if value is not None and math.isfinite(float(value)):
-                    final[key.replace("best_val_", "best/val_")] = float(value)
-            if "error_percentiles" in extra and extra["error_percentiles"]:
-                final["train/error_p75"] = extra["error_percentiles"][75]
-                final["train/error_p95"] = extra["error_percentiles"][95]
-            mlflow.log_metrics(final)
-            params_file = model_dir / "params.resolved.yaml"
-            write_text(params_file, yaml.safe_dump(params, sort_keys=True))
-            mlflow.log_artifact(str(history_path), artifact_path="history")
-            mlflow.log_artifact(str(params_file), artifact_path="params")
-            params_file.unlink(missing_ok=True)
-            from maskpipe.training.artifact import load_model
-
-            logged_model, meta = load_model(model_dir / "model.pt")
-            tracking.log_model(logged_model, meta)
-            # the servable model: detector + preprocessing + labels + these weights, one pyfunc
-            from maskpipe.pyfunc import log_pyfunc_model
-
-            log_pyfunc_model(model_dir / "model.pt", f"maskpipe-{model_name}")
-            tracking.write_run_file(model_dir, run)
-            summary["mlflow_run_id"] = run.info.run_id
-
-    if track:
-        from maskpipe import tracking
-
-        extra_tags = {"maskpipe.resumed": str(bool(resume)).lower()}
-        with tracking.start_run(model_name, params, run_id=resume.get("mlflow_run_id") if resume else None,
-                                extra_tags=extra_tags) as run:
-            body(run)
-    else:
-        body(None)
+    extra_tags = {"maskpipe.resumed": str(bool(resume)).lower()}
+    with tracker.run(model_name, config.to_plain(), run_id=resume.get("mlflow_run_id") if resume else None,
+                     extra_tags=extra_tags) as run_id:
+        body(run_id)
     engine.mark_checkpoint_complete(ckpt)
     log(f"{model_name}: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
         f"val_loss {summary['best_val_loss']}, val_accuracy {summary['best_val_accuracy']}, "
         f"{summary['train_seconds']} s")
     return summary
-

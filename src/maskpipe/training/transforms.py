@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from maskpipe.imaging import to_rgb
+
+if TYPE_CHECKING:
+    from maskpipe.training.config import ModelConfig
 
 
 def to_uint8_chw(img: Image.Image, size: int) -> np.ndarray:
@@ -55,9 +58,8 @@ class BatchAugmenter:
     ``grid_sample`` per batch (border padding), not a per-image PIL round trip.
     """
 
-    def __init__(self, augment: Sequence[str], mean: Sequence[float], std: Sequence[float],
-                 rotation_degrees: float = 15.0, scale_range: Sequence[float] = (0.85, 1.15),
-                 brightness: float = 0.2, contrast: float = 0.2):
+    def __init__(self, augment: Sequence[str], mean: Sequence[float], std: Sequence[float], *,
+                 rotation_degrees: float, scale_range: Sequence[float], brightness: float, contrast: float):
         self.augment = set(augment or [])
         self.mean, self.std = list(mean), list(std)
         self.rotation = float(rotation_degrees)
@@ -65,11 +67,15 @@ class BatchAugmenter:
         self.brightness, self.contrast = float(brightness), float(contrast)
 
     @classmethod
-    def from_params(cls, params: dict, mean, std) -> "BatchAugmenter":
-        return cls(params.get("augment") or [], mean, std,
-                   rotation_degrees=params.get("rotation_degrees", 15.0),
-                   scale_range=params.get("scale_range", (0.85, 1.15)),
-                   brightness=params.get("brightness", 0.2), contrast=params.get("contrast", 0.2))
+    def from_config(cls, config: "ModelConfig", mean, std) -> "BatchAugmenter":
+        """The training augmentation of a model (its `augment` list and magnitudes)."""
+        return cls(config.augment, mean, std, rotation_degrees=config.rotation_degrees,
+                   scale_range=config.scale_range, brightness=config.brightness, contrast=config.contrast)
+
+    @classmethod
+    def normalize_only(cls, mean, std) -> "BatchAugmenter":
+        """No augmentation: uint8 -> normalised float (evaluation-style passes over training images)."""
+        return cls([], mean, std, rotation_degrees=0.0, scale_range=(1.0, 1.0), brightness=0.0, contrast=0.0)
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None,
                  train: bool = True) -> torch.Tensor:
