@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from sklearn import metrics as skm
 
-from maskpipe.evaluation.evaluate import EvaluationError, evaluate_model, evaluation_sets
+from maskpipe.evaluation.evaluate import EvaluationError, evaluate_model, evaluation_sets, source_groups
 from maskpipe.training.artifact import save_model
 from maskpipe.training.config import normalization, resolve_model_params
 from maskpipe.training.models import build_model
@@ -92,6 +92,20 @@ def test_binary_model_metrics_equal_sklearn_on_its_own_predictions(tmp_path):
         assert (eval_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((tmp_path / "metrics/plots/cnn/eval/summary.json").read_text())
     assert summary["params"]["image_size"] == 16 and summary["sets"]["test"]["n_scored"] == 12
+    # intervals resampled by source photo: with_mask i and without_mask i share photo "i.png"
+    assert m["test/n_groups"] == 7
+    for key in ("test/accuracy", "test/macro_f1", "test/roc_auc", "test/recall/with_mask"):
+        assert m[f"{key}_lo"] <= m[key] <= m[f"{key}_hi"]
+    assert "test/n_lo" not in m and "test/support/with_mask_lo" not in m
+
+
+def test_source_groups_follow_synthetic_faces_to_their_photo():
+    crops = pd.DataFrame({"face_id": ["f1", "f2"], "crop_path": ["c/a_1.png", "c/a_2.png"],
+                          "dataset": ["kaggle", "kaggle"], "source_image": ["a.png", "a.png"]})
+    synth = pd.DataFrame({"path": ["s/1.png", "s/x.png"], "source_face_id": ["f2", "gone"]})
+    samples = pd.DataFrame({"path": ["c/a_1.png", "s/1.png", "s/x.png", "elsewhere.png"]})
+    assert list(source_groups(samples, crops, synth)) == [
+        "kaggle:a.png", "kaggle:a.png", "synthetic:gone", "path:elsewhere.png"]
 
 
 def test_three_class_split_missing_a_class_gives_null_auc_and_a_note(tmp_path):

@@ -58,6 +58,8 @@ DEFAULTS = {
     "num_threads": 2,
     "latent_pool": 1,
     "extra_sets": {},
+    "bootstrap_resamples": 1000,   # 95 % intervals resampled by source image; 0 = none
+    "bootstrap_seed": 42,
 }
 
 
@@ -115,6 +117,24 @@ def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, bas
         latents=(np.concatenate(latents) if latents else None) if with_latents else None,
         skipped=skipped,
     )
+
+
+# ------------------------------------------------------------------------------ groups
+def source_groups(samples: pd.DataFrame, crops: pd.DataFrame, synth: pd.DataFrame | None) -> np.ndarray:
+    """The source photo of every sample, ``<dataset>:<source_image>`` (the bootstrap's unit).
+
+    A synthetic face belongs to the photo of the real face it was made from. A path found in
+    neither index (a hand-made selection) is its own group.
+    """
+    of_path: dict[str, str] = {}
+    if "source_image" in crops.columns:
+        keys = crops["dataset"].astype(str) + ":" + crops["source_image"].astype(str)
+        of_path = dict(zip(crops["crop_path"], keys))
+        if synth is not None and not synth.empty:
+            of_face = dict(zip(crops["face_id"], keys))
+            of_path.update({p: of_face.get(f, f"synthetic:{f}")
+                            for p, f in zip(synth["path"], synth["source_face_id"])})
+    return np.array([of_path.get(p, f"path:{p}") for p in samples["path"]], dtype=object)
 
 
 # ------------------------------------------------------------------------------ sets
@@ -192,7 +212,7 @@ def _write_set_outputs(folder: Path, result: ClassificationResult, samples: pd.D
 
 
 def _classifier_set(name: str, scored: Scored, meta: dict, folder: Path, base: Path, grid_size: int,
-                    model_name: str) -> tuple[dict, list[str], dict]:
+                    model_name: str, groups: np.ndarray, boot: dict) -> tuple[dict, list[str], dict]:
     classes = list(meta["classes"])
     samples, scores = scored.samples, scored.scores
     predicted_all = scores.argmax(axis=1)
@@ -201,7 +221,8 @@ def _classifier_set(name: str, scored: Scored, meta: dict, folder: Path, base: P
     s_in, p_in = samples[inside].reset_index(drop=True), scores[inside]
     if s_in.empty:
         raise EvaluationError(f"{model_name}: set '{name}' has no images of the classes {classes}")
-    result = classification_metrics(s_in["label_idx"].to_numpy(), p_in, classes, prefix=name)
+    result = classification_metrics(s_in["label_idx"].to_numpy(), p_in, classes, prefix=name,
+                                    groups=groups[inside], **boot)
     pred = p_in.argmax(axis=1)
     _write_set_outputs(folder, result, s_in, pred, p_in.max(axis=1), f"{model_name} - {name}", base, grid_size)
     plots.roc_png(result.rocs, folder / "roc.png", f"{model_name} - {name}: ROC")
@@ -216,7 +237,7 @@ def _classifier_set(name: str, scored: Scored, meta: dict, folder: Path, base: P
 
 def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Path, grid_size: int,
                   model_name: str, thresholds: dict[str, float], mahalanobis: MahalanobisScorer | None,
-                  ) -> tuple[dict, list[str], dict]:
+                  groups: np.ndarray, boot: dict) -> tuple[dict, list[str], dict]:
     """Anomaly metrics of both scores; only with_mask (normal) and without_mask (anomaly) are scored."""
     samples = scored.samples
     labels = samples["label"].to_numpy()
@@ -244,7 +265,8 @@ def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Pat
     for kind, s_all in score_sets.items():
         s = s_all[scored_mask]
         prefix = name if kind == "reconstruction" else f"{name}/mahalanobis"
-        res = anomaly_metrics(s, anomalous, thresholds[kind], prefix, WITH_MASK, WITHOUT_MASK)
+        res = anomaly_metrics(s, anomalous, thresholds[kind], prefix, WITH_MASK, WITHOUT_MASK,
+                              groups=groups[scored_mask], **boot)
         metrics.update(res.metrics)
         notes.extend(res.notes)
         pred = (s > thresholds[kind]).astype(int)
@@ -326,6 +348,7 @@ def evaluate_model(
     notes_from_params = unused_eval_datasets_note(model_name, params, sets)
     batch_size = int(p["batch_size"])
     oneclass = task == "oneclass"
+    boot = {"n_resamples": int(p["bootstrap_resamples"]), "seed": int(p["bootstrap_seed"])}
 
     metrics: dict[str, Any] = {}
     notes: list[str] = list(notes_from_params)
@@ -367,12 +390,13 @@ def evaluate_model(
                                        latent_pool=int(p["latent_pool"]), desc=f"{model_name} {set_name}")
                 skipped += scored.skipped
                 folder = tmp_dir / set_name
+                groups = source_groups(scored.samples, crops, synth)
                 if oneclass:
                     m, n, details = _oneclass_set(set_name, scored, meta, folder, base, int(p["grid_size"]),
-                                                  model_name, thresholds, mahalanobis)
+                                                  model_name, thresholds, mahalanobis, groups, boot)
                 else:
                     m, n, details = _classifier_set(set_name, scored, meta, folder, base,
-                                                    int(p["grid_size"]), model_name)
+                                                    int(p["grid_size"]), model_name, groups, boot)
             except EvaluationError as exc:
                 if set_name == "test":
                     raise

@@ -63,6 +63,9 @@ def anomaly_metrics(
     prefix: str,
     normal_class: str,
     anomaly_class: str,
+    groups: Sequence | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
 ) -> ClassificationResult:
     """Metrics of "score > threshold means anomaly" with ROC-AUC of the raw score.
 
@@ -72,7 +75,8 @@ def anomaly_metrics(
     y = np.asarray(is_anomaly, dtype=bool).astype(int)
     proba = np.stack([-s, s], axis=1)  # column 1 is the anomaly score; column 0 is unused by the ROC
     y_pred = (s > threshold).astype(int)
-    result = classification_metrics(y, proba, [normal_class, anomaly_class], prefix=prefix, y_pred=y_pred)
+    result = classification_metrics(y, proba, [normal_class, anomaly_class], prefix=prefix, y_pred=y_pred,
+                                    groups=groups, n_resamples=n_resamples, seed=seed)
     result.metrics[f"{prefix}/threshold"] = _r(threshold)
     for label, mask in ((normal_class, y == 0), (anomaly_class, y == 1)):
         result.metrics[f"{prefix}/mean_score/{label}"] = _r(s[mask].mean()) if mask.any() else None
