@@ -181,7 +181,7 @@ def test_autoencoder_threshold_auc_and_mahalanobis(tmp_path):
     spec = {"arch": "conv_autoencoder", "task": "oneclass", "datasets": ["folders"], "classes": ["with_mask"],
             "image_size": 16, "ae_channels": [4, 8, 8]}
     save_tiny_model(tmp_path, "cae", spec, train_fn=_train_autoencoder_on_blue)
-    out = run(tmp_path, "cae", {"threshold_percentile": 75})
+    out = run(tmp_path, "cae", {"threshold_percentile": 75, "pretrained_size": 64})  # small: a fast test
     m = out.metrics
     pred = pd.read_csv(tmp_path / "metrics/plots/cae/eval/test/predictions.csv")
     assert m["oneclass/train_n"] == 12 and m["test/n"] == 12
@@ -198,8 +198,17 @@ def test_autoencoder_threshold_auc_and_mahalanobis(tmp_path):
     assert m["test/recall/without_mask"] == pytest.approx(skm.recall_score(anomaly, flagged), abs=1e-6)
     folder = tmp_path / "metrics/plots/cae/eval/test"
     for f in ("roc_reconstruction.csv", "roc_mahalanobis.csv", "confusion.csv", "confusion_mahalanobis.csv",
-              "score_histogram.png", "score_histogram_mahalanobis.png", "roc.png", "predictions.png"):
+              "score_histogram.png", "score_histogram_mahalanobis.png", "roc.png", "predictions.png",
+              "roc_pretrained.csv", "confusion_pretrained.csv", "score_histogram_pretrained.png"):
         assert (folder / f).exists(), f
+    # the pretrained-feature Gaussian (ImageNet MobileNetV2, block 13, lower half): 96 features
+    assert m["oneclass/pretrained_dim"] == 96
+    assert m["test/pretrained/roc_auc"] == pytest.approx(
+        skm.roc_auc_score(anomaly, scored["score_pretrained"]), abs=1e-5)
+    assert m["test/pretrained/roc_auc"] > 0.9  # blue vs skin colour: any texture feature sees it
+    assert m["test/pretrained/roc_auc_lo"] <= m["test/pretrained/roc_auc"] <= m["test/pretrained/roc_auc_hi"]
+    off = run(tmp_path, "cae", {"pretrained_baseline": False}).metrics
+    assert not any("pretrained" in k for k in off) and off["test/roc_auc"] == m["test/roc_auc"]
 
 
 def test_metrics_and_pngs_land_in_the_models_mlflow_run(tmp_path, monkeypatch):

@@ -12,11 +12,16 @@ calls them is reported as shares (``<set>/excluded_as/<label>/<class>``).
 One-class (autoencoder, trained on ``with_mask`` only): anomaly = ``without_mask``. The
 reconstruction error and the latent Mahalanobis distance are each thresholded at the
 ``threshold_percentile`` of their values on the model's *training* images; metrics for the
-second score are prefixed ``<set>/mahalanobis/``.
+second score are prefixed ``<set>/mahalanobis/``. A third, ``<set>/pretrained/``, needs no training at
+all: a Gaussian on ImageNet MobileNetV2 features of the lower face (``evaluate.pretrained_*``,
+oneclass.PretrainedFeatures), the baseline the autoencoder has to beat.
+
+Every classification metric gets a 95 % bootstrap interval, ``<metric>_lo`` / ``<metric>_hi``,
+resampling source photos (``source_groups``; ``evaluate.bootstrap_resamples``, 0 = none).
 
 Outputs (``out_dir`` = metrics/plots/<model>/eval, replaced as a whole):
-    <set>/roc_<class>.csv | roc_reconstruction.csv, roc_mahalanobis.csv   (DVC plots)
-    <set>/confusion.csv [confusion_mahalanobis.csv]                        (DVC plots)
+    <set>/roc_<class>.csv | roc_reconstruction.csv, roc_mahalanobis.csv, roc_pretrained.csv  (DVC plots)
+    <set>/confusion.csv [confusion_mahalanobis.csv, confusion_pretrained.csv]              (DVC plots)
     <set>/confusion.png, roc.png, predictions.png [score_histogram.png]    (PNGs)
     <set>/predictions.csv    one row per image: path, label, predicted, scores
     summary.json             classes, resolved params, set sizes, notes, skipped images
@@ -60,6 +65,10 @@ DEFAULTS = {
     "extra_sets": {},
     "bootstrap_resamples": 1000,   # 95 % intervals resampled by source image; 0 = none
     "bootstrap_seed": 42,
+    "pretrained_baseline": True,   # one-class: also a Gaussian on ImageNet MobileNetV2 features (oneclass.py)
+    "pretrained_layer": 13,
+    "pretrained_size": 192,
+    "pretrained_region": "lower",
 }
 
 
@@ -74,12 +83,18 @@ class Scored:
     samples: pd.DataFrame          # path, label, label_idx, dataset (readable rows only)
     scores: np.ndarray             # (N, C) predict_proba output
     latents: np.ndarray | None     # (N, D) autoencoder latents, when asked for
+    features: np.ndarray | None = None  # (N, F) pretrained-network features, when asked for
     skipped: list[dict] = field(default_factory=list)
+
+
+SCORE_AXIS = {"reconstruction": "reconstruction error (MSE)", "mahalanobis": "latent Mahalanobis distance",
+              "pretrained": "Mahalanobis distance of ImageNet MobileNetV2 features"}
 
 
 # ------------------------------------------------------------------------------ scoring
 def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, base: Path,
-                  with_latents: bool = False, latent_pool: int = 1, desc: str = "") -> Scored:
+                  with_latents: bool = False, latent_pool: int = 1, desc: str = "",
+                  features=None) -> Scored:
     """Run the model over ``samples`` (paths relative to ``base``); unreadable images are skipped."""
     import torch
 
@@ -90,6 +105,7 @@ def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, bas
     skipped: list[dict] = []
     scores: list[np.ndarray] = []
     latents: list[np.ndarray] = []
+    feats: list[np.ndarray] = []
     rows = list(samples.itertuples(index=False))
     bar = tqdm(total=len(rows), desc=desc or "evaluate", unit="img", disable=None, file=sys.stderr)
     for start in range(0, len(rows), batch_size):
@@ -108,6 +124,8 @@ def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, bas
         if with_latents:
             with torch.no_grad():
                 latents.append(latent_vectors(model.encoder(batch), latent_pool))
+        if features is not None:
+            feats.append(features(images))
         kept_rows.extend(idx)
     bar.close()
     n_cols = len(meta["classes"]) if meta["task"] != "oneclass" else 1
@@ -116,6 +134,7 @@ def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, bas
         scores=np.concatenate(scores) if scores else np.zeros((0, n_cols)),
         latents=(np.concatenate(latents) if latents else None) if with_latents else None,
         skipped=skipped,
+        features=(np.concatenate(feats) if feats else None) if features is not None else None,
     )
 
 
@@ -237,7 +256,8 @@ def _classifier_set(name: str, scored: Scored, meta: dict, folder: Path, base: P
 
 def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Path, grid_size: int,
                   model_name: str, thresholds: dict[str, float], mahalanobis: MahalanobisScorer | None,
-                  groups: np.ndarray, boot: dict) -> tuple[dict, list[str], dict]:
+                  groups: np.ndarray, boot: dict, pretrained: MahalanobisScorer | None = None,
+                  ) -> tuple[dict, list[str], dict]:
     """Anomaly metrics of both scores; only with_mask (normal) and without_mask (anomaly) are scored."""
     samples = scored.samples
     labels = samples["label"].to_numpy()
@@ -247,11 +267,13 @@ def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Pat
     score_sets = {"reconstruction": scored.scores[:, 0]}
     if mahalanobis is not None and scored.latents is not None:
         score_sets["mahalanobis"] = mahalanobis.score(scored.latents)
+    if pretrained is not None and scored.features is not None:
+        score_sets["pretrained"] = pretrained.score(scored.features)
     for label in sorted(set(labels[~scored_mask])):
         metrics[f"{name}/excluded/{label}"] = int((labels == label).sum())
         for kind, s in score_sets.items():
             key = f"{name}/excluded_mean_score/{label}" if kind == "reconstruction" else \
-                f"{name}/mahalanobis/excluded_mean_score/{label}"
+                f"{name}/{kind}/excluded_mean_score/{label}"
             metrics[key] = _r(float(s[labels == label].mean()))
         notes.append(f"{name}: {int((labels == label).sum())} {label} images are neither normal (with_mask) "
                      "nor the anomaly (without_mask): left out of the scores, their mean score is reported")
@@ -264,7 +286,7 @@ def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Pat
     all_rocs = []
     for kind, s_all in score_sets.items():
         s = s_all[scored_mask]
-        prefix = name if kind == "reconstruction" else f"{name}/mahalanobis"
+        prefix = name if kind == "reconstruction" else f"{name}/{kind}"
         res = anomaly_metrics(s, anomalous, thresholds[kind], prefix, WITH_MASK, WITHOUT_MASK,
                               groups=groups[scored_mask], **boot)
         metrics.update(res.metrics)
@@ -272,7 +294,7 @@ def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Pat
         pred = (s > thresholds[kind]).astype(int)
         # "confidence" for the grid: how far the score is past the threshold, relative to it
         confidence = np.abs(s - thresholds[kind]) / (abs(thresholds[kind]) or 1.0)
-        suffix = "" if kind == "reconstruction" else "_mahalanobis"
+        suffix = "" if kind == "reconstruction" else f"_{kind}"
         _write_set_outputs(folder, res, s_in, pred, confidence, f"{model_name} - {name} ({kind})", base,
                            grid_size, roc_names={WITHOUT_MASK: f"roc_{kind}"},
                            confusion_name=f"confusion{suffix}", grid=kind == "reconstruction",
@@ -284,7 +306,7 @@ def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Pat
             {WITH_MASK: s[~anomalous], WITHOUT_MASK: s[anomalous]}, thresholds[kind],
             folder / f"score_histogram{suffix}.png",
             f"{model_name} - {name}: {kind} score by true label",
-            "reconstruction error (MSE)" if kind == "reconstruction" else "latent Mahalanobis distance")
+            SCORE_AXIS[kind])
         details[kind] = {"confusion": res.confusion.tolist(), "threshold": thresholds[kind]}
     plots.roc_png(all_rocs, folder / "roc.png", f"{model_name} - {name}: ROC (positive = {WITHOUT_MASK})")
     frame = samples[["path", "label", "dataset"]].copy()
@@ -356,14 +378,26 @@ def evaluate_model(
     set_info: dict[str, Any] = {}
     thresholds: dict[str, float] = {}
     mahalanobis = None
+    pretrained = None
+    extractor = None
 
     with atomic_dir(out_dir) as tmp_dir:
         if oneclass:
             train = select_samples(crops, synth, params, "train")
             if train.empty:
                 raise EvaluationError(f"{model_name}: no training images to set the one-class threshold from")
+            if p["pretrained_baseline"]:
+                from maskpipe.evaluation.oneclass import PretrainedFeatures
+                from maskpipe.training.weights import PretrainedWeightsError
+
+                try:
+                    extractor = PretrainedFeatures(int(p["pretrained_layer"]), int(p["pretrained_size"]),
+                                                   str(p["pretrained_region"]))
+                except PretrainedWeightsError as exc:  # the model's own scores are still valid
+                    notes.append(f"{model_name}: no pretrained-feature baseline: {exc}")
             tr = score_samples(model, meta, train, batch_size, base, with_latents=hasattr(model, "encoder"),
-                               latent_pool=int(p["latent_pool"]), desc=f"{model_name} train scores")
+                               latent_pool=int(p["latent_pool"]), desc=f"{model_name} train scores",
+                               features=extractor)
             skipped += tr.skipped
             q = float(p["threshold_percentile"])
             thresholds["reconstruction"] = percentile_threshold(tr.scores[:, 0], q)
@@ -377,6 +411,11 @@ def evaluate_model(
                 metrics["oneclass/latent_dim"] = int(tr.latents.shape[1])
             else:
                 notes.append(f"{model_name}: the model has no encoder; no Mahalanobis baseline")
+            if tr.features is not None:
+                pretrained = MahalanobisScorer.fit(tr.features)
+                thresholds["pretrained"] = percentile_threshold(pretrained.score(tr.features), q)
+                metrics["oneclass/pretrained_shrinkage"] = _r(pretrained.shrinkage)
+                metrics["oneclass/pretrained_dim"] = int(tr.features.shape[1])
 
         for set_name, datasets in sets.items():
             samples = select_samples(crops, synth, params, "test", datasets=datasets, labels=list(LABELS))
@@ -387,13 +426,14 @@ def evaluate_model(
                         "are they enabled and cropped?")
                 scored = score_samples(model, meta, samples, batch_size, base,
                                        with_latents=oneclass and mahalanobis is not None,
-                                       latent_pool=int(p["latent_pool"]), desc=f"{model_name} {set_name}")
+                                       latent_pool=int(p["latent_pool"]), desc=f"{model_name} {set_name}",
+                                       features=extractor if oneclass else None)
                 skipped += scored.skipped
                 folder = tmp_dir / set_name
                 groups = source_groups(scored.samples, crops, synth)
                 if oneclass:
                     m, n, details = _oneclass_set(set_name, scored, meta, folder, base, int(p["grid_size"]),
-                                                  model_name, thresholds, mahalanobis, groups, boot)
+                                                  model_name, thresholds, mahalanobis, groups, boot, pretrained)
                 else:
                     m, n, details = _classifier_set(set_name, scored, meta, folder, base,
                                                     int(p["grid_size"]), model_name, groups, boot)

@@ -171,9 +171,9 @@ def extra_metric_columns(results: Sequence[ModelResult]) -> list[str]:
                 for k in (f"{set_name}/n", f"{set_name}/macro_f1", f"{set_name}/roc_auc"):
                     if k in r.metrics and k not in cols:
                         cols.append(k)
-        k = "test/mahalanobis/roc_auc"
-        if k in r.metrics and k not in cols:
-            cols.append(k)
+        for k in ("test/mahalanobis/roc_auc", "test/pretrained/roc_auc"):
+            if k in r.metrics and k not in cols:
+                cols.append(k)
     return cols
 
 
