@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "focal_alpha": 1.0,
     "focal_gamma": 2.0,
     "eval_datasets": None,      # extra datasets for evaluation only (cross-dataset test)
+    "score_region": "full",     # oneclass: reconstruction error over the full image or its lower half
     "rotation_degrees": 15.0,
     "scale_range": [0.85, 1.15],
     "brightness": 0.2,
@@ -161,6 +162,8 @@ def validate(p: dict) -> None:
         raise bad("monitor", f"{p.get('monitor')!r} is not val_loss or val_accuracy")
     if task == "oneclass" and p["monitor"] != "val_loss":
         raise bad("monitor", "a oneclass model has no accuracy during training; use val_loss")
+    if p.get("score_region") not in ("full", "lower"):
+        raise bad("score_region", f"{p.get('score_region')!r} is not full or lower")
     ms = p.get("max_samples")
     if ms is not None and (not isinstance(ms, int) or ms < 1):
         raise bad("max_samples", f"must be null or a positive integer, got {ms!r}")

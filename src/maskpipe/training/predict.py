@@ -20,7 +20,8 @@ def model_scores(model: nn.Module, meta: dict, batch: torch.Tensor) -> torch.Ten
         p = torch.sigmoid(out.float().view(-1))
         return torch.stack([1.0 - p, p], dim=1)
     if task == "oneclass":
-        return per_sample_reconstruction_error(out, batch).view(-1, 1)
+        region = (meta.get("params") or {}).get("score_region", "full")
+        return per_sample_reconstruction_error(out, batch, region).view(-1, 1)
     raise ValueError(f"unknown task {task!r}")
 
 
