@@ -39,3 +39,11 @@ def test_model_scores_follow_the_artifacts_region_and_config_checks_it():
     assert torch.allclose(got, expected)
     with pytest.raises(ConfigError, match="score_region"):
         resolve_model_params({"models": {"ae": {**AE, "score_region": "top"}}}, "ae", profile="seed")
+
+
+def test_a_profile_that_swaps_the_architecture_is_recorded():
+    all_params = {"models": {"b": {"arch": "resnet50", "task": "binary", "datasets": ["synthetic"],
+                                   "classes": ["without_mask", "with_mask"], "image_size": 64}},
+                  "profiles": {"cpu": {"b": {"arch": "mobilenet_v2"}}}}
+    assert resolve_model_params(all_params, "b", profile="cpu")["seed_arch"] == "resnet50"
+    assert "seed_arch" not in resolve_model_params(all_params, "b", profile="seed")

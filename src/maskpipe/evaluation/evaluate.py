@@ -368,6 +368,10 @@ def evaluate_model(
     task = meta["task"]
     sets = evaluation_sets(model_name, params, p)
     notes_from_params = unused_eval_datasets_note(model_name, params, sets)
+    if params.get("seed_arch"):
+        notes_from_params.append(
+            f"{model_name}: profile {params.get('profile')} replaces the seed architecture {params['seed_arch']} "
+            f"by {params['arch']} (pretrained: {params.get('pretrained')}); the seed recipe is the `seed` profile")
     batch_size = int(p["batch_size"])
     oneclass = task == "oneclass"
     boot = {"n_resamples": int(p["bootstrap_resamples"]), "seed": int(p["bootstrap_seed"])}

@@ -92,6 +92,9 @@ def resolve_model_params(all_params: dict, model_name: str, profile: str | None 
     resolved = deep_merge(resolved, prof.get(model_name) or {})
     resolved["name"] = model_name
     resolved["profile"] = profile
+    seed_arch = (models[model_name] or {}).get("arch")
+    if seed_arch and resolved.get("arch") != seed_arch:  # a profile swapped the architecture: say so
+        resolved["seed_arch"] = seed_arch
     resolved.setdefault("seed", all_params.get("seed", 0))
     resolved.setdefault("loss", _default_loss(resolved.get("task")))
     validate(resolved)
