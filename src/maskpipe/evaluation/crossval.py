@@ -139,7 +139,8 @@ def cross_validate(model_name: str, all_params: dict, k: int, *, crops_index: Pa
         log(f"crossval {model_name}: fold {f + 1}/{k}")
         summary = train_model(model_name, all_params, paths, track=False, log=log)
         model, meta = load_model(paths.model_dir(model_name) / "model.pt")
-        held_out = select_samples(c, s, meta["params"], "test")
+        # every held-out face is scored (max_samples limits what a profile trains on, not this)
+        held_out = select_samples(c, s, {**meta["params"], "max_samples": None}, "test")
         if held_out.empty:
             raise CrossValidationError(f"crossval: fold {f + 1} holds no images of {model_name}'s classes")
         scored = score_samples(model, meta, held_out, 64, base, desc=f"{model_name} fold {f + 1}")
