@@ -67,7 +67,7 @@ DEFAULTS = {
     "bootstrap_seed": 42,
     "pretrained_baseline": True,   # one-class: also a Gaussian on ImageNet MobileNetV2 features (oneclass.py)
     "pretrained_layer": 13,
-    "pretrained_size": 192,
+    "pretrained_size": 160,
     "pretrained_region": "lower",
 }
 
