@@ -56,7 +56,11 @@ def main(
     m = out.metrics
     shown = [k for k in m if k.split("/", 1)[-1] in ("n", "accuracy", "macro_f1", "roc_auc",
                                                       "mahalanobis/roc_auc")]
-    typer.echo(f"{model}: " + ", ".join(f"{k}={m[k]}" for k in shown))
+    def shown_value(k: str) -> str:
+        lo, hi = m.get(f"{k}_lo"), m.get(f"{k}_hi")
+        return f"{m[k]} [{lo}, {hi}]" if lo is not None and hi is not None else f"{m[k]}"
+
+    typer.echo(f"{model}: " + ", ".join(f"{k}={shown_value(k)}" for k in shown))
     for note in out.summary["notes"]:
         typer.echo(f"  note: {note}")
 

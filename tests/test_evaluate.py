@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from sklearn import metrics as skm
 
-from maskpipe.evaluation.evaluate import EvaluationError, evaluate_model, evaluation_sets
+from maskpipe.evaluation.evaluate import EvaluationError, evaluate_model, evaluation_sets, source_groups
 from maskpipe.training.artifact import save_model
 from maskpipe.training.config import normalization, resolve_model_config
 from maskpipe.training.models import build_model
@@ -109,6 +109,20 @@ def test_binary_model_metrics_equal_sklearn_on_its_own_predictions(tmp_path):
         assert (eval_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((tmp_path / "metrics/plots/cnn/eval/summary.json").read_text())
     assert summary["params"]["image_size"] == 16 and summary["sets"]["test"]["n_scored"] == 12
+    # intervals resampled by source photo: with_mask i and without_mask i share photo "i.png"
+    assert m["test/n_groups"] == 7
+    for key in ("test/accuracy", "test/macro_f1", "test/roc_auc", "test/recall/with_mask"):
+        assert m[f"{key}_lo"] <= m[key] <= m[f"{key}_hi"]
+    assert "test/n_lo" not in m and "test/support/with_mask_lo" not in m
+
+
+def test_source_groups_follow_synthetic_faces_to_their_photo():
+    crops = pd.DataFrame({"face_id": ["f1", "f2"], "crop_path": ["c/a_1.png", "c/a_2.png"],
+                          "dataset": ["kaggle", "kaggle"], "source_image": ["a.png", "a.png"]})
+    synth = pd.DataFrame({"path": ["s/1.png", "s/x.png"], "source_face_id": ["f2", "gone"]})
+    samples = pd.DataFrame({"path": ["c/a_1.png", "s/1.png", "s/x.png", "elsewhere.png"]})
+    assert list(source_groups(samples, crops, synth)) == [
+        "kaggle:a.png", "kaggle:a.png", "synthetic:gone", "path:elsewhere.png"]
 
 
 def test_three_class_split_missing_a_class_gives_null_auc_and_a_note(tmp_path):
@@ -190,7 +204,7 @@ def test_autoencoder_threshold_auc_and_mahalanobis(tmp_path):
     spec = {"arch": "conv_autoencoder", "task": "oneclass", "datasets": ["folders"], "classes": ["with_mask"],
             "image_size": 16, "ae_channels": [4, 8, 8]}
     save_tiny_model(tmp_path, "cae", spec, train_fn=_train_autoencoder_on_blue)
-    out = run(tmp_path, "cae")
+    out = run(tmp_path, "cae", {"pretrained_size": 64})  # small: a fast test
     m = out.metrics
     pred = pd.read_csv(tmp_path / "metrics/plots/cae/eval/test/predictions.csv")
     assert m["oneclass/train_n"] == 12 and m["test/n"] == 12
@@ -207,8 +221,17 @@ def test_autoencoder_threshold_auc_and_mahalanobis(tmp_path):
     assert m["test/recall/without_mask"] == pytest.approx(skm.recall_score(anomaly, flagged), abs=1e-6)
     folder = tmp_path / "metrics/plots/cae/eval/test"
     for f in ("roc_reconstruction.csv", "roc_mahalanobis.csv", "confusion.csv", "confusion_mahalanobis.csv",
-              "score_histogram.png", "score_histogram_mahalanobis.png", "roc.png", "predictions.png"):
+              "score_histogram.png", "score_histogram_mahalanobis.png", "roc.png", "predictions.png",
+              "roc_pretrained.csv", "confusion_pretrained.csv", "score_histogram_pretrained.png"):
         assert (folder / f).exists(), f
+    # the pretrained-feature Gaussian (ImageNet MobileNetV2, block 13, lower half): 96 features
+    assert m["oneclass/pretrained_dim"] == 96
+    assert m["test/pretrained/roc_auc"] == pytest.approx(
+        skm.roc_auc_score(anomaly, scored["score_pretrained"]), abs=1e-5)
+    assert m["test/pretrained/roc_auc"] > 0.9  # blue vs skin colour: any texture feature sees it
+    assert m["test/pretrained/roc_auc_lo"] <= m["test/pretrained/roc_auc"] <= m["test/pretrained/roc_auc_hi"]
+    off = run(tmp_path, "cae", {"pretrained_baseline": False}).metrics
+    assert not any("pretrained" in k for k in off) and off["test/roc_auc"] == m["test/roc_auc"]
 
 
 def test_metrics_and_pngs_land_in_the_models_mlflow_run(tmp_path, monkeypatch):

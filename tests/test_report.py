@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from maskpipe.evaluation.report import ReportError, build_report, differing_params, load_results, rank
+from maskpipe.evaluation.report import (ModelResult, ReportError, build_report, differing_params, load_results,
+                                       rank)
 
 MODELS = {
     "cnn": ({"test/n": 60, "test/accuracy": 0.9, "test/macro_f1": 0.88, "test/roc_auc": 0.95},
@@ -66,6 +67,24 @@ def test_report_ranks_shows_sizes_and_differing_params(tmp_path):
     assert "| `lr` | 0.001 | 0.001 | 0.01 |" in md
     assert "- `three`: test: no samples of mask_weared_incorrect" in md
     assert data["leaderboard"][2]["test_sizes"] == {"test": 40, "real": 50}
+
+
+def test_report_shows_intervals_and_per_class_support(tmp_path):
+    metrics = {"test/n": 60, "test/accuracy": 0.9, "test/accuracy_lo": 0.82, "test/accuracy_hi": 0.96,
+               "test/macro_f1": 0.88, "test/macro_f1_lo": 0.8, "test/macro_f1_hi": None, "test/roc_auc": 0.95,
+               "test/support/with_mask": 25, "test/recall/with_mask": 0.96, "test/recall/with_mask_lo": 0.9,
+               "test/recall/with_mask_hi": 1.0, "test/precision/with_mask": 0.9, "test/f1/with_mask": 0.93,
+               "test/support/without_mask": 35, "test/recall/without_mask": 0.8}
+    summary = {**MODELS["cnn"][1], "sets": {"test": {**MODELS["cnn"][1]["sets"]["test"],
+                                                     "classes": ["without_mask", "with_mask"]}}}
+    md, data = build_report([ModelResult("cnn", metrics, summary)], "test/macro_f1")
+    board = md.split("## Leaderboard")[1].split("##")[0]
+    # an interval with an undefined end is not shown as one
+    assert "| 1 | `cnn` | small_cnn | binary | 0.8800 | 60 | 0.9000 [0.8200, 0.9600] | 0.9500 |" in board
+    per_class = md.split("## Per-class results")[1].split("##")[0]
+    assert "| `cnn` | test | with_mask | 25 | 0.9000 | 0.9600 [0.9000, 1.0000] | 0.9300 |" in per_class
+    assert "| `cnn` | test | without_mask | 35 | – | 0.8000 | – |" in per_class
+    assert data["leaderboard"][0]["intervals"] == {"test/macro_f1": [0.8, None], "test/accuracy": [0.82, 0.96]}
 
 
 def test_rank_lower_is_better_and_nulls_last():

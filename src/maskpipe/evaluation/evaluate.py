@@ -14,11 +14,16 @@ reconstruction error is labelled by the task registry at the model's own operati
 (``models.<m>.threshold_percentile`` of its training errors, stored in the artifact: the same
 threshold predict, serve and the pyfunc model use). The latent Mahalanobis distance, an
 evaluation-only baseline, is thresholded at the same percentile of its values on the training
-images; metrics for it are prefixed ``<set>/mahalanobis/``.
+images; metrics for it are prefixed ``<set>/mahalanobis/``. A third, ``<set>/pretrained/``, needs no
+training at all: a Gaussian on ImageNet MobileNetV2 features of the lower face (``evaluate.pretrained_*``,
+oneclass.PretrainedFeatures), the baseline the autoencoder has to beat.
+
+Every classification metric gets a 95 % bootstrap interval, ``<metric>_lo`` / ``<metric>_hi``,
+resampling source photos (``source_groups``; ``evaluate.bootstrap_resamples``, 0 = none).
 
 Outputs (``out_dir`` = metrics/eval/<model>, replaced as a whole):
-    <set>/roc_<class>.csv | roc_reconstruction.csv, roc_mahalanobis.csv   (DVC plots)
-    <set>/confusion.csv [confusion_mahalanobis.csv]                        (DVC plots)
+    <set>/roc_<class>.csv | roc_reconstruction.csv, roc_mahalanobis.csv, roc_pretrained.csv  (DVC plots)
+    <set>/confusion.csv [confusion_mahalanobis.csv, confusion_pretrained.csv]              (DVC plots)
     <set>/confusion.png, roc.png, predictions.png [score_histogram.png]    (PNGs)
     <set>/predictions.csv    one row per image: path, label, predicted, scores
     summary.json             classes, resolved params, set sizes, notes, skipped images
@@ -69,6 +74,12 @@ class EvaluateConfig(Section):
     grid_size: int = option(16, ge=0, doc="images in the right/wrong prediction grid")
     extra_sets: dict[str, dict[str, list[str]]] = option(
         {}, doc="per model: <set name>: [datasets]; their test split, the model's classes")
+    bootstrap_resamples: int = option(1000, ge=0, doc="95 % intervals resampled by source photo; 0 = none")
+    bootstrap_seed: int = 42
+    pretrained_baseline: bool = option(True, doc="one-class: also a Gaussian on ImageNet MobileNetV2 features")
+    pretrained_layer: int = option(13, ge=1, le=18, doc="MobileNetV2 features[:layer + 1]")
+    pretrained_size: int = option(160, ge=32, le=512, doc="pixels the face is resized to for the features")
+    pretrained_region: str = option("lower", choices=("lower", "full"), doc="feature map averaged over")
 
 
 class EvaluationError(ValueError):
@@ -82,12 +93,18 @@ class Scored:
     samples: pd.DataFrame          # path, label, label_idx, dataset (readable rows only)
     scores: np.ndarray             # (N, C) predict_proba output
     latents: np.ndarray | None     # (N, D) autoencoder latents, when asked for
+    features: np.ndarray | None = None  # (N, F) pretrained-network features, when asked for
     skipped: list[dict] = field(default_factory=list)
+
+
+SCORE_AXIS = {"reconstruction": "reconstruction error (MSE)", "mahalanobis": "latent Mahalanobis distance",
+              "pretrained": "Mahalanobis distance of ImageNet MobileNetV2 features"}
 
 
 # ------------------------------------------------------------------------------ scoring
 def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, base: Path,
-                  with_latents: bool = False, latent_pool: int = 1, desc: str = "") -> Scored:
+                  with_latents: bool = False, latent_pool: int = 1, desc: str = "",
+                  features=None) -> Scored:
     """Run the model over ``samples`` (paths relative to ``base``); unreadable images are skipped."""
     import torch
 
@@ -98,6 +115,7 @@ def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, bas
     skipped: list[dict] = []
     scores: list[np.ndarray] = []
     latents: list[np.ndarray] = []
+    feats: list[np.ndarray] = []
     rows = list(samples.itertuples(index=False))
     bar = tqdm(total=len(rows), desc=desc or "evaluate", unit="img", disable=None, file=sys.stderr)
     for start in range(0, len(rows), batch_size):
@@ -116,6 +134,8 @@ def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, bas
         if with_latents:
             with torch.no_grad():
                 latents.append(latent_vectors(model.encoder(batch), latent_pool))
+        if features is not None:
+            feats.append(features(images))
         kept_rows.extend(idx)
     bar.close()
     n_cols = len(meta["classes"]) if meta["task"] != "oneclass" else 1
@@ -124,7 +144,26 @@ def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, bas
         scores=np.concatenate(scores) if scores else np.zeros((0, n_cols)),
         latents=(np.concatenate(latents) if latents else None) if with_latents else None,
         skipped=skipped,
+        features=(np.concatenate(feats) if feats else None) if features is not None else None,
     )
+
+
+# ------------------------------------------------------------------------------ groups
+def source_groups(samples: pd.DataFrame, crops: pd.DataFrame, synth: pd.DataFrame | None) -> np.ndarray:
+    """The source photo of every sample, ``<dataset>:<source_image>`` (the bootstrap's unit).
+
+    A synthetic face belongs to the photo of the real face it was made from. A path found in
+    neither index (a hand-made selection) is its own group.
+    """
+    of_path: dict[str, str] = {}
+    if "source_image" in crops.columns:
+        keys = crops["dataset"].astype(str) + ":" + crops["source_image"].astype(str)
+        of_path = dict(zip(crops["crop_path"], keys))
+        if synth is not None and not synth.empty:
+            of_face = dict(zip(crops["face_id"], keys))
+            of_path.update({p: of_face.get(f, f"synthetic:{f}")
+                            for p, f in zip(synth["path"], synth["source_face_id"])})
+    return np.array([of_path.get(p, f"path:{p}") for p in samples["path"]], dtype=object)
 
 
 # ------------------------------------------------------------------------------ sets
@@ -202,7 +241,7 @@ def _write_set_outputs(folder: Path, result: ClassificationResult, samples: pd.D
 
 
 def _classifier_set(name: str, scored: Scored, meta: dict, folder: Path, base: Path, grid_size: int,
-                    model_name: str) -> tuple[dict, list[str], dict]:
+                    model_name: str, groups: np.ndarray, boot: dict) -> tuple[dict, list[str], dict]:
     classes = list(meta["classes"])
     samples, scores = scored.samples, scored.scores
     from maskpipe.training.tasks import get_task  # torch: imported when a model is scored
@@ -214,7 +253,8 @@ def _classifier_set(name: str, scored: Scored, meta: dict, folder: Path, base: P
     s_in, p_in = samples[inside].reset_index(drop=True), scores[inside]
     if s_in.empty:
         raise EvaluationError(f"{model_name}: set '{name}' has no images of the classes {classes}")
-    result = classification_metrics(s_in["label_idx"].to_numpy(), p_in, classes, prefix=name)
+    result = classification_metrics(s_in["label_idx"].to_numpy(), p_in, classes, prefix=name,
+                                    groups=groups[inside], **boot)
     pred = task.predicted_indices(p_in)
     _write_set_outputs(folder, result, s_in, pred, p_in.max(axis=1), f"{model_name} - {name}", base, grid_size)
     plots.roc_png(result.rocs, folder / "roc.png", f"{model_name} - {name}: ROC")
@@ -229,6 +269,7 @@ def _classifier_set(name: str, scored: Scored, meta: dict, folder: Path, base: P
 
 def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Path, grid_size: int,
                   model_name: str, thresholds: dict[str, float], mahalanobis: MahalanobisScorer | None,
+                  groups: np.ndarray, boot: dict, pretrained: MahalanobisScorer | None = None,
                   ) -> tuple[dict, list[str], dict]:
     """Anomaly metrics of both scores; only with_mask (normal) and without_mask (anomaly) are scored."""
     from maskpipe.training.tasks import get_task
@@ -242,11 +283,13 @@ def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Pat
     score_sets = {"reconstruction": scored.scores[:, 0]}
     if mahalanobis is not None and scored.latents is not None:
         score_sets["mahalanobis"] = mahalanobis.score(scored.latents)
+    if pretrained is not None and scored.features is not None:
+        score_sets["pretrained"] = pretrained.score(scored.features)
     for label in sorted(set(labels[~scored_mask])):
         metrics[f"{name}/excluded/{label}"] = int((labels == label).sum())
         for kind, s in score_sets.items():
             key = f"{name}/excluded_mean_score/{label}" if kind == "reconstruction" else \
-                f"{name}/mahalanobis/excluded_mean_score/{label}"
+                f"{name}/{kind}/excluded_mean_score/{label}"
             metrics[key] = _r(float(s[labels == label].mean()))
         notes.append(f"{name}: {int((labels == label).sum())} {label} images are neither normal (with_mask) "
                      "nor the anomaly (without_mask): left out of the scores, their mean score is reported")
@@ -259,14 +302,15 @@ def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Pat
     all_rocs = []
     for kind, s_all in score_sets.items():
         s = s_all[scored_mask]
-        prefix = name if kind == "reconstruction" else f"{name}/mahalanobis"
-        res = anomaly_metrics(s, anomalous, thresholds[kind], prefix, WITH_MASK, WITHOUT_MASK)
+        prefix = name if kind == "reconstruction" else f"{name}/{kind}"
+        res = anomaly_metrics(s, anomalous, thresholds[kind], prefix, WITH_MASK, WITHOUT_MASK,
+                              groups=groups[scored_mask], **boot)
         metrics.update(res.metrics)
         notes.extend(res.notes)
         pred = task.predicted_indices(s[:, None], thresholds[kind])  # 1 = anomaly
         # "confidence" for the grid: how far the score is past the threshold, relative to it
         confidence = np.abs(s - thresholds[kind]) / (abs(thresholds[kind]) or 1.0)
-        suffix = "" if kind == "reconstruction" else "_mahalanobis"
+        suffix = "" if kind == "reconstruction" else f"_{kind}"
         _write_set_outputs(folder, res, s_in, pred, confidence, f"{model_name} - {name} ({kind})", base,
                            grid_size, roc_names={WITHOUT_MASK: f"roc_{kind}"},
                            confusion_name=f"confusion{suffix}", grid=kind == "reconstruction",
@@ -278,7 +322,7 @@ def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Pat
             {WITH_MASK: s[~anomalous], WITHOUT_MASK: s[anomalous]}, thresholds[kind],
             folder / f"score_histogram{suffix}.png",
             f"{model_name} - {name}: {kind} score by true label",
-            "reconstruction error (MSE)" if kind == "reconstruction" else "latent Mahalanobis distance")
+            SCORE_AXIS[kind])
         details[kind] = {"confusion": res.confusion.tolist(), "threshold": thresholds[kind]}
     plots.roc_png(all_rocs, folder / "roc.png", f"{model_name} - {name}: ROC (positive = {WITHOUT_MASK})")
     frame = samples[["path", "label", "dataset"]].copy()
@@ -335,8 +379,13 @@ def evaluate_model(
     task = meta["task"]
     sets = evaluation_sets(model_name, config, p)
     notes_from_params = unused_eval_datasets_note(model_name, config, sets)
+    if config.seed_arch:
+        notes_from_params.append(
+            f"{model_name}: profile {config.profile} replaces the seed architecture {config.seed_arch} "
+            f"by {config.arch} (pretrained: {config.pretrained}); the seed recipe is the `seed` profile")
     batch_size = p.batch_size
     oneclass = task == "oneclass"
+    boot = {"n_resamples": p.bootstrap_resamples, "seed": p.bootstrap_seed}
 
     metrics: dict[str, Any] = {}
     notes: list[str] = list(notes_from_params)
@@ -344,6 +393,8 @@ def evaluate_model(
     set_info: dict[str, Any] = {}
     thresholds: dict[str, float] = {}
     mahalanobis = None
+    pretrained = None
+    extractor = None
 
     with atomic_dir(out_dir) as tmp_dir:
         if oneclass:
@@ -355,9 +406,18 @@ def evaluate_model(
             # the training images again: for the train_n count and the Mahalanobis baseline's fit
             train = select_samples(crops, synth, config, "train")
             if train.empty:
-                raise EvaluationError(f"{model_name}: no training images to fit the Mahalanobis baseline on")
+                raise EvaluationError(f"{model_name}: no training images to fit the one-class baselines on")
+            if p.pretrained_baseline:
+                from maskpipe.evaluation.oneclass import PretrainedFeatures
+                from maskpipe.training.weights import PretrainedWeightsError
+
+                try:
+                    extractor = PretrainedFeatures(p.pretrained_layer, p.pretrained_size, p.pretrained_region)
+                except PretrainedWeightsError as exc:  # the model's own scores are still valid
+                    notes.append(f"{model_name}: no pretrained-feature baseline: {exc}")
             tr = score_samples(model, meta, train, batch_size, base, with_latents=hasattr(model, "encoder"),
-                               latent_pool=p.latent_pool, desc=f"{model_name} train scores")
+                               latent_pool=p.latent_pool, desc=f"{model_name} train scores",
+                               features=extractor)
             skipped += tr.skipped
             metrics["oneclass/train_n"] = int(len(tr.samples))
             metrics["oneclass/threshold_percentile"] = q
@@ -368,6 +428,11 @@ def evaluate_model(
                 metrics["oneclass/latent_dim"] = int(tr.latents.shape[1])
             else:
                 notes.append(f"{model_name}: the model has no encoder; no Mahalanobis baseline")
+            if tr.features is not None:
+                pretrained = MahalanobisScorer.fit(tr.features)
+                thresholds["pretrained"] = percentile_threshold(pretrained.score(tr.features), q)
+                metrics["oneclass/pretrained_shrinkage"] = _r(pretrained.shrinkage)
+                metrics["oneclass/pretrained_dim"] = int(tr.features.shape[1])
 
         for set_name, datasets in sets.items():
             samples = select_samples(crops, synth, config, "test", datasets=datasets, labels=list(LABELS))
@@ -378,15 +443,17 @@ def evaluate_model(
                         "are they enabled and cropped?")
                 scored = score_samples(model, meta, samples, batch_size, base,
                                        with_latents=oneclass and mahalanobis is not None,
-                                       latent_pool=p.latent_pool, desc=f"{model_name} {set_name}")
+                                       latent_pool=p.latent_pool, desc=f"{model_name} {set_name}",
+                                       features=extractor if oneclass else None)
                 skipped += scored.skipped
                 folder = tmp_dir / set_name
+                groups = source_groups(scored.samples, crops, synth)
                 if oneclass:
                     m, n, details = _oneclass_set(set_name, scored, meta, folder, base, p.grid_size,
-                                                  model_name, thresholds, mahalanobis)
+                                                  model_name, thresholds, mahalanobis, groups, boot, pretrained)
                 else:
                     m, n, details = _classifier_set(set_name, scored, meta, folder, base,
-                                                    p.grid_size, model_name)
+                                                    p.grid_size, model_name, groups, boot)
             except EvaluationError as exc:
                 if set_name == "test":
                     raise

@@ -146,6 +146,9 @@ def classification_metrics(
     classes: Sequence[str],
     prefix: str = "test",
     y_pred: Sequence[int] | None = None,
+    groups: Sequence | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
 ) -> ClassificationResult:
     """Accuracy, macro and per-class precision / recall / F1, ROC-AUC, confusion matrix.
 
@@ -154,6 +157,9 @@ def classification_metrics(
     classes the ROC is that of ``classes[1]`` scored by ``proba[:, 1]``; with three or more
     it is one-vs-rest per class and ``<prefix>/roc_auc`` is their unweighted mean (what
     scikit-learn's ``roc_auc_score(multi_class="ovr", average="macro")`` computes).
+
+    ``groups`` (one source-image label per sample) adds 95 % bootstrap intervals resampled by
+    group, ``<metric>_lo`` / ``<metric>_hi`` (see bootstrap.py), and ``<prefix>/n_groups``.
     """
     classes = list(classes)
     n_classes = len(classes)
@@ -215,6 +221,10 @@ def classification_metrics(
             )
         else:
             m[f"{prefix}/roc_auc"] = _r(float(np.mean(per_class)))
+    if groups is not None and n_resamples > 0:
+        from maskpipe.evaluation.bootstrap import bootstrap_metrics
+
+        m.update(bootstrap_metrics(y_true, proba, y_pred, classes, groups, prefix, n_resamples, seed))
     return ClassificationResult(m, cm, classes, rocs, notes)
 
 

@@ -7,6 +7,9 @@ the evaluate_wild stage scored the model on whole photos, metrics/wild/<model>.j
 - Leaderboard: models ranked by ``report.primary_metric`` (default ``test/macro_f1``), higher is
   better unless the metric is listed in ``report.lower_is_better``; undefined (null) values rank last.
 - Test sets: images scored per set and per label.
+- Intervals: a metric with ``<metric>_lo`` / ``<metric>_hi`` (95 % bootstrap by source image,
+  see bootstrap.py) is shown as ``0.8700 [0.8100, 0.9200]``.
+- Per-class results: support, precision, recall, F1 (with intervals) per model, set and class.
 - Params that differ: every flattened resolved param whose value is not the same for all
   models (``name`` left out) - what actually distinguishes the rows of the leaderboard.
 """
@@ -85,6 +88,7 @@ def load_results(models: Sequence[str], metrics_dir: Path, eval_dir: Path,
             metrics.update({f"wild/{k}": v for k, v in _read_json(wild, "whole-photo metrics").items()})
         results.append(ModelResult(m, metrics, _read_json(Path(eval_dir) / m / "summary.json",
                                                           "evaluation summary")))
+    return results
 
 
 def _fmt(v: Any) -> str:
@@ -106,9 +110,48 @@ def _fmt_param(v: Any) -> str:
     return _fmt(v)
 
 
+@dataclass(frozen=True)
+class WithInterval:
+    """A metric value and its bootstrap interval, printed ``value [lo, hi]``."""
+
+    value: Any
+    lo: Any
+    hi: Any
+
+    def __str__(self) -> str:
+        if not isinstance(self.lo, (int, float)) or not isinstance(self.hi, (int, float)):
+            return _fmt(self.value)
+        return f"{_fmt(self.value)} [{_fmt(self.lo)}, {_fmt(self.hi)}]"
+
+
+def metric_cell(metrics: dict[str, Any], key: str) -> Any:
+    """The value of ``key``, with its interval when the metrics hold one."""
+    value = metrics.get(key)
+    if value is None or f"{key}_lo" not in metrics:
+        return value
+    return WithInterval(value, metrics.get(f"{key}_lo"), metrics.get(f"{key}_hi"))
+
+
+def per_class_rows(r: "ModelResult") -> list[list[Any]]:
+    """[model, set, class, support, precision, recall, F1] for every scored set and class."""
+    rows = []
+    sets = r.summary.get("sets") or {}
+    for set_name in sorted(sets, key=lambda n: (n != "test", n)):
+        classes = sets[set_name].get("classes") or r.summary.get("classes") or []
+        for prefix in (set_name, f"{set_name}/mahalanobis", f"{set_name}/pretrained"):
+            for c in classes:
+                support = r.metrics.get(f"{prefix}/support/{c}")
+                if support is None:
+                    continue
+                rows.append([f"`{r.name}`", prefix, c, support,
+                             *[metric_cell(r.metrics, f"{prefix}/{m}/{c}") for m in ("precision", "recall", "f1")]])
+    return rows
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], fmt=_fmt) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c.replace("|", "\\|") for c in r) + " |"
+    out += ["| " + " | ".join(c.replace("|", "\\|") if isinstance(c, str) else
+                              str(c) if isinstance(c, WithInterval) else fmt(c) for c in r) + " |"
             for r in rows]
     return "\n".join(out)
 
@@ -157,9 +200,9 @@ def extra_metric_columns(results: Sequence[ModelResult]) -> list[str]:
                 for k in (f"{set_name}/n", f"{set_name}/macro_f1", f"{set_name}/roc_auc"):
                     if k in r.metrics and k not in cols:
                         cols.append(k)
-        k = "test/mahalanobis/roc_auc"
-        if k in r.metrics and k not in cols:
-            cols.append(k)
+        for k in ("test/mahalanobis/roc_auc", "test/pretrained/roc_auc"):
+            if k in r.metrics and k not in cols:
+                cols.append(k)
     for r in results:  # whole photos (evaluate_wild): detection + classification, mAP@0.5
         for k in ("wild/map50", "wild/detection/recall", "wild/accuracy_matched"):
             if k in r.metrics and k not in cols:
@@ -182,7 +225,7 @@ def build_report(results: Sequence[ModelResult], primary_metric: str, lower_is_b
     rows = []
     for i, r in enumerate(ranked, start=1):
         rows.append([str(i), f"`{r.name}`", r.summary.get("arch", "?"), r.summary.get("task", "?"),
-                     *[r.metrics.get(c) for c in cols]])
+                     *[metric_cell(r.metrics, c) for c in cols]])
     md = [
         "# maskpipe model report",
         "",
@@ -190,6 +233,8 @@ def build_report(results: Sequence[ModelResult], primary_metric: str, lower_is_b
         "– = undefined, see notes). Metric names are those of `dvc metrics show` and MLflow.",
         "Each model is scored on the test split of its own datasets and classes (see Test sets), "
         "so compare rows with that in mind; the one-class model's F1 is at its percentile threshold.",
+        "`value [lo, hi]`: 95 % bootstrap interval, resampling source photos (all faces of a photo "
+        "together); small test sets give wide intervals.",
         *common_settings(results),
         "",
         "## Leaderboard",
@@ -207,6 +252,12 @@ def build_report(results: Sequence[ModelResult], primary_metric: str, lower_is_b
             set_rows.append([f"`{r.name}`", set_name, ", ".join(info.get("datasets") or []),
                              info.get("n_scored"), labels])
     md += [_table(["model", "set", "datasets", "images scored", "images by label"], set_rows), ""]
+    class_rows = [row for r in ranked for row in per_class_rows(r)]
+    if class_rows:
+        md += ["## Per-class results", "",
+               "Support = test images of that class; a class with a handful of images has an interval "
+               "to match.", "",
+               _table(["model", "set", "class", "support", "precision", "recall", "F1"], class_rows), ""]
     wild = [r for r in ranked if "wild/map50" in r.metrics]
     if wild:
         md += ["## Whole photos (detector + classifier, test-split photos, IoU 0.5)", "",
@@ -237,6 +288,8 @@ def build_report(results: Sequence[ModelResult], primary_metric: str, lower_is_b
             {"rank": i, "model": r.name, "arch": r.summary.get("arch"), "task": r.summary.get("task"),
              "classes": r.summary.get("classes"), "primary": r.metrics.get(primary_metric),
              "metrics": {c: r.metrics.get(c) for c in cols},
+             "intervals": {c: [r.metrics.get(f"{c}_lo"), r.metrics.get(f"{c}_hi")]
+                           for c in cols if f"{c}_lo" in r.metrics},
              "test_sizes": {s: info.get("n_scored") for s, info in (r.summary.get("sets") or {}).items()},
              "notes": r.summary.get("notes") or []}
             for i, r in enumerate(ranked, start=1)

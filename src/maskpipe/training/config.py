@@ -32,7 +32,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "plateau")
 AUGMENTS = ("hflip", "rotation", "brightness_contrast", "scale")
 # set by resolve_model_config, never in params.yaml
-RESOLVER_KEYS = ("name", "profile")
+RESOLVER_KEYS = ("name", "profile", "seed_arch")
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -87,10 +87,13 @@ class ModelConfig(Section):
     # -- operating point (one-class): evaluation, predict, serve and pyfunc all use this one
     threshold_percentile: int = option(75, ge=0, le=100,
                                        doc="one-class: anomaly above this percentile of the training errors")
+    score_region: str = option("full", choices=("full", "lower"),
+                               doc="one-class: reconstruction error over the full image or its lower half")
     # -- set by the resolver
     seed: int = 0
     name: str = "model"
     profile: str = "seed"
+    seed_arch: str | None = None  # the seed architecture when a profile swapped it (named in the report)
 
     def __post_init__(self) -> None:
         task = get_task(self.task)
@@ -214,6 +217,9 @@ def resolve_model_config(all_params: Mapping[str, Any], model_name: str, profile
     merged = deep_merge(merged, _check_layer(prof.get(model_name), f"profiles.{profile}.{model_name}"))
     merged["name"] = model_name
     merged["profile"] = profile
+    seed_arch = (models[model_name] or {}).get("arch")
+    if seed_arch and merged.get("arch") != seed_arch:  # a profile swapped the architecture: say so
+        merged["seed_arch"] = seed_arch
     merged.setdefault("seed", all_params.get("seed", 0))
     return ModelConfig.from_mapping(merged, f"models.{model_name}")
 

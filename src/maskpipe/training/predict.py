@@ -12,7 +12,8 @@ from maskpipe.training.tasks import get_task
 @torch.no_grad()
 def model_scores(model: nn.Module, meta: dict, batch: torch.Tensor) -> torch.Tensor:
     """Torch version of predict_proba (stays on the model's device)."""
-    return get_task(meta["task"]).scores(model(batch), batch)
+    region = (meta.get("params") or {}).get("score_region", "full")
+    return get_task(meta["task"]).scores(model(batch), batch, region)
 
 
 def predict_proba(model: nn.Module, meta: dict, batch_tensor: torch.Tensor) -> np.ndarray:

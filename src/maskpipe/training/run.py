@@ -55,10 +55,11 @@ def _history_frame(rows: list[dict[str, Any]], task: str) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def reconstruction_percentiles(model: torch.nn.Module, loader: BatchLoader, device) -> list[float]:
-    """Per-image reconstruction MSE, as percentiles 0..100 (index = percentile)."""
+def reconstruction_percentiles(model: torch.nn.Module, loader: BatchLoader, device,
+                               region: str = "full") -> list[float]:
+    """Per-image reconstruction MSE (over ``region``), as percentiles 0..100 (index = percentile)."""
     model.eval()
-    errors = [per_sample_reconstruction_error(model(x), x).cpu() for x, _ in loader]
+    errors = [per_sample_reconstruction_error(model(x), x, region).cpu() for x, _ in loader]
     if not errors:
         return []
     values = torch.cat(errors).numpy()
@@ -164,7 +165,8 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
             for key, split in (("error_percentiles", train_split), ("val_error_percentiles", val_split)):
                 if len(split.samples):
                     loader = BatchLoader(split.images, bs, plain, train=False, seed=seed, device=device)
-                    extra[key] = reconstruction_percentiles(model, loader, device)
+                    extra[key] = reconstruction_percentiles(model, loader, device,
+                                                            config.score_region)
         best_row = next((r for r in history_rows if r["epoch"] == result.best_epoch), history_rows[-1])
         save_model(model_dir / "model.pt", model, config, mean=mean, std=std, epoch=result.best_epoch,
                    best_metric=result.best_metric,

@@ -53,7 +53,9 @@ class Task:
         """Correctly classified samples of a batch (0 for tasks without accuracy)."""
         return 0
 
-    def scores(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def scores(self, out: torch.Tensor, x: torch.Tensor, region: str = "full") -> torch.Tensor:
+        """Class probabilities (N, classes), or one anomaly score per image (N, 1); ``region``
+        (models.<m>.score_region) is where a reconstruction error is measured."""
         raise NotImplementedError
 
     def threshold(self, meta: dict) -> float | None:
@@ -82,7 +84,7 @@ class MulticlassTask(Task):
     def correct(self, out, y):
         return int((out.argmax(dim=1) == y.view(-1)).sum())
 
-    def scores(self, out, x):
+    def scores(self, out, x, region="full"):
         return torch.softmax(out.float(), dim=1)
 
 
@@ -99,7 +101,7 @@ class BinaryTask(Task):
     def correct(self, out, y):
         return int(((out.view(-1) > 0).long() == y.view(-1)).sum())
 
-    def scores(self, out, x):
+    def scores(self, out, x, region="full"):
         p = torch.sigmoid(out.float().view(-1))
         return torch.stack([1.0 - p, p], dim=1)
 
@@ -120,8 +122,8 @@ class OneClassTask(Task):
     def target(self, x, y):
         return x
 
-    def scores(self, out, x):
-        return per_sample_reconstruction_error(out, x).view(-1, 1)
+    def scores(self, out, x, region="full"):
+        return per_sample_reconstruction_error(out, x, region).view(-1, 1)
 
     def threshold(self, meta: dict) -> float:
         """``error_percentiles[threshold_percentile]`` of the artifact; ValueError when absent."""
