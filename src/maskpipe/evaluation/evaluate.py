@@ -119,8 +119,10 @@ def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, bas
 
 # ------------------------------------------------------------------------------ sets
 def evaluation_sets(model_name: str, model_params: dict, eval_params: dict) -> dict[str, list[str]]:
-    """{set name: datasets}: ``test`` on the model's datasets, plus its extra sets."""
-    sets = {"test": list(model_params["datasets"])}
+    """{set name: datasets}: ``test`` on the model's datasets (without its train_only_datasets),
+    plus its extra sets."""
+    only = model_params.get("train_only_datasets") or []
+    sets = {"test": [d for d in model_params["datasets"] if d not in only]}
     extra = (eval_params.get("extra_sets") or {}).get(model_name) or {}
     if not isinstance(extra, dict):
         raise EvaluationError(f"params.yaml: evaluate.extra_sets.{model_name} must map a set name to datasets")

@@ -22,7 +22,9 @@ LOSSES_BY_TASK = {
 }
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "plateau")
-AUGMENTS = ("hflip", "rotation", "brightness_contrast", "scale")
+AUGMENTS = ("hflip", "rotation", "brightness_contrast", "scale", "downscale")
+MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
+CLASS_BALANCE = ("none", "sampler", "weights")
 PSEUDO_DATASETS = ("synthetic",)
 
 # Keys a model may leave out. Seed settings in params.yaml always win.
@@ -41,7 +43,11 @@ DEFAULTS: dict[str, Any] = {
     "min_lr": 1.0e-6,
     "patience": 5,              # early stopping on val loss
     "min_delta": 0.0,           # an improvement smaller than this does not count
-    "monitor": "val_loss",      # what early stopping, the plateau scheduler and the kept epoch watch: val_loss | val_accuracy
+    "monitor": "val_loss",      # what early stopping, the plateau scheduler and the kept epoch watch: val_loss | val_accuracy | val_macro_f1
+    "backbone_lr_mult": 1.0,    # backbone lr = lr x this (fine-tuning: keep the pretrained features close)
+    "unfreeze_blocks": None,    # with freeze_backbone false: train only the last N backbone blocks (null = all)
+    "class_balance": "none",    # none | sampler (draw classes equally often) | weights (inverse-frequency loss weights)
+    "train_only_datasets": [],  # used for training only; left out of the val (epoch choice) and test splits
     "augment": [],
     "amp": False,               # mixed precision; only ever used on CUDA
     "max_samples": None,        # per split; null = all
@@ -54,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "scale_range": [0.85, 1.15],
     "brightness": 0.2,
     "contrast": 0.2,
+    "downscale_range": [0.25, 0.75],  # augment downscale: shrunk side / image side
 }
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -157,10 +164,33 @@ def validate(p: dict) -> None:
     aug = p.get("augment") or []
     if not isinstance(aug, list) or any(a not in AUGMENTS for a in aug):
         raise bad("augment", f"{aug!r}: allowed items are {', '.join(AUGMENTS)}")
-    if p.get("monitor") not in ("val_loss", "val_accuracy"):
-        raise bad("monitor", f"{p.get('monitor')!r} is not val_loss or val_accuracy")
+    if p.get("monitor") not in MONITORS:
+        raise bad("monitor", f"{p.get('monitor')!r} is not one of {', '.join(MONITORS)}")
     if task == "oneclass" and p["monitor"] != "val_loss":
         raise bad("monitor", "a oneclass model has no accuracy during training; use val_loss")
+    mult = p.get("backbone_lr_mult")
+    if not isinstance(mult, (int, float)) or not 0 < mult <= 1:
+        raise bad("backbone_lr_mult", f"must be a number in (0, 1], got {mult!r}")
+    blocks = p.get("unfreeze_blocks")
+    if blocks is not None and (not isinstance(blocks, int) or blocks < 1):
+        raise bad("unfreeze_blocks", f"must be null or a positive integer, got {blocks!r}")
+    if blocks is not None and p.get("freeze_backbone"):
+        raise bad("unfreeze_blocks", "set freeze_backbone: false to unfreeze blocks")
+    if p.get("class_balance") not in CLASS_BALANCE:
+        raise bad("class_balance", f"{p.get('class_balance')!r} is not one of {', '.join(CLASS_BALANCE)}")
+    if p["class_balance"] != "none" and task == "oneclass":
+        raise bad("class_balance", "a oneclass model has one class; use none")
+    if p["class_balance"] == "weights" and p["loss"] != "cross_entropy":
+        raise bad("class_balance", "weights works with loss cross_entropy; use sampler")
+    only = p.get("train_only_datasets") or []
+    if not isinstance(only, list) or any(d not in datasets for d in only):
+        raise bad("train_only_datasets", f"{only!r}: must be a list of names from datasets")
+    if only and set(only) >= set(datasets):
+        raise bad("train_only_datasets", "leaves no dataset for validation and test")
+    dr = p.get("downscale_range")
+    if not (isinstance(dr, list) and len(dr) == 2 and all(isinstance(v, (int, float)) for v in dr)
+            and 0 < dr[0] <= dr[1] <= 1):
+        raise bad("downscale_range", f"must be [low, high] with 0 < low <= high <= 1, got {dr!r}")
     ms = p.get("max_samples")
     if ms is not None and (not isinstance(ms, int) or ms < 1):
         raise bad("max_samples", f"must be null or a positive integer, got {ms!r}")

@@ -64,22 +64,33 @@ def build_model(params: dict, load_weights: bool = True) -> nn.Module:
 
 
 class FrozenBackboneModel(nn.Module):
-    """backbone (features) -> global average pool -> head. Backbone optionally frozen."""
+    """backbone (features) -> global average pool -> head. Backbone optionally frozen.
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, freeze: bool):
+    ``unfreeze_blocks`` N (with freeze false): only the last N children of the backbone train;
+    the earlier ones are frozen and stay in eval mode like a frozen backbone.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, freeze: bool, unfreeze_blocks: int | None = None):
         super().__init__()
         self.backbone = backbone
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = head
         self.frozen = bool(freeze)
+        blocks = list(backbone.children())
         if self.frozen:
-            for prm in self.backbone.parameters():
+            self.frozen_blocks = blocks
+        elif unfreeze_blocks:
+            self.frozen_blocks = blocks[: max(0, len(blocks) - int(unfreeze_blocks))]
+        else:
+            self.frozen_blocks = []
+        for block in self.frozen_blocks:
+            for prm in block.parameters():
                 prm.requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.frozen:
-            self.backbone.eval()
+        for block in self.frozen_blocks:
+            block.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,7 +190,8 @@ def _mobilenet_v3_large(params: dict, n_out: int) -> nn.Module:
         nn.Linear(1280, 640), nn.Hardswish(inplace=True), nn.Dropout(p),
         nn.Linear(640, n_out),
     )
-    return FrozenBackboneModel(net.features, head, params.get("freeze_backbone", False))
+    return FrozenBackboneModel(net.features, head, params.get("freeze_backbone", False),
+                               params.get("unfreeze_blocks"))
 
 
 # ------------------------------------------------------------------------------- mobilenet_v2
@@ -195,7 +207,8 @@ def _mobilenet_v2(params: dict, n_out: int) -> nn.Module:
         nn.Linear(1280, 128), nn.ReLU(inplace=True), nn.Dropout(float(params.get("dropout", 0.5))),
         nn.Linear(128, n_out),
     )
-    return FrozenBackboneModel(net.features, head, params.get("freeze_backbone", False))
+    return FrozenBackboneModel(net.features, head, params.get("freeze_backbone", False),
+                               params.get("unfreeze_blocks"))
 
 
 # ------------------------------------------------------------------------------- autoencoder
