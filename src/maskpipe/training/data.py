@@ -356,7 +356,7 @@ class BatchLoader:
     def _balanced_order(self, g: torch.Generator) -> np.ndarray:
         """``class_balance: sampler``: an epoch of len(images) draws, with replacement, each
         class equally likely (a rare class's images repeat, a common one's are subsampled)."""
-        labels = torch.from_numpy(np.asarray(self.images.labels))
+        labels = torch.from_numpy(np.array(self.images.labels, dtype=np.int64))  # a copy: memmaps are read-only
         _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
         weights = 1.0 / counts[inverse].double()
         return torch.multinomial(weights, len(labels), replacement=True, generator=g).numpy()
