@@ -39,7 +39,7 @@ def test_macro_f1_counts_only_classes_that_occur():
 
 def test_evaluate_reports_macro_f1_and_fit_keeps_the_best_f1_epoch():
     # the small CNN keeps this fast; the engine is the same for every architecture
-    p = params(arch="small_cnn", pretrained=None, image_size=16, batch_size=8, epochs=2, patience=5, augment=[],
+    p = params(arch="small_cnn", pretrained=None, backbone_lr_mult=1.0, image_size=16, batch_size=8, epochs=2, patience=5, augment=[],
                monitor="val_macro_f1")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (12, 3, 16, 16), dtype=np.uint8)
