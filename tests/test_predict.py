@@ -96,7 +96,7 @@ def test_binary_and_oneclass_outputs(models):
     (face,) = binary.predict_image(img)
     assert list(face["probabilities"]) == ["without_mask", "with_mask"]  # [p(classes[0]), p(classes[1])]
 
-    oneclass = Predictor.from_path(models["oneclass"], PredictSettings(threshold_percentile=75))
+    oneclass = Predictor.from_path(models["oneclass"], PredictSettings())  # operating point: the model's own
     oneclass.detector = FixedDetector([(20, 20, 100, 100), (0, 0, 60, 60)])
     faces = oneclass.predict_image(img)
     assert oneclass.threshold == pytest.approx(oneclass.meta["error_percentiles"][75])

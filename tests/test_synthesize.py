@@ -496,3 +496,43 @@ def test_stage_cli_reports_errors_in_one_line(tmp_path, repo):
     assert run.returncode == 1
     assert run.stderr.strip().count("\n") == 0 and "Traceback" not in run.stderr
     assert "masks.cfg" in run.stderr and "no section with a template" in run.stderr
+
+
+# --------------------------------------------------------------------------- crowd-photo realism (issue 9)
+
+
+def test_below_nose_depth_is_drawn_per_face_without_changing_the_other_draws():
+    ids = [f"face-{i}" for i in range(400)]
+    fixed = [plan_for(i, settings(incorrect_fraction=0.5)) for i in ids]
+    varied = [plan_for(i, settings(incorrect_fraction=0.5, below_nose_depth=(0.0, 0.4))) for i in ids]
+    assert {p.depth for p in fixed} == {0.33}
+    depths = np.array([p.depth for p in varied])
+    assert depths.min() >= 0.0 and depths.max() <= 0.4 and depths.std() > 0.08
+    # the depth is drawn last: label, wear, mask type and paint stay those of the fixed-depth run
+    strip = lambda p: (p.label, p.wear, p.mask_type, p.color, p.texture)  # noqa: E731
+    assert [strip(p) for p in fixed] == [strip(p) for p in varied]
+    assert varied == [plan_for(i, settings(incorrect_fraction=0.5, below_nose_depth=(0.0, 0.4))) for i in ids]
+    with pytest.raises(SynthesisError, match="below_nose_depth"):
+        Settings.from_params({"sources": ["lfw"], "mask_types": ["surgical"], "below_nose_depth": [0.6, 0.2]}, 1)
+
+
+def test_depth_moves_the_top_edge_of_a_lowered_mask(lfw_faces):
+    from maskpipe.synth.placement import wear_clip_level
+
+    _, image, rect = lfw_faces[0]
+    points = find_landmarks(image, rect).points
+    levels = [wear_clip_level(points, BELOW_NOSE, d) for d in (0.0, 0.33, 0.8)]
+    assert levels[0] < levels[1] < levels[2]
+    assert wear_clip_level(points, BELOW_NOSE) == levels[1]  # the default is the old fixed third
+
+
+def test_native_resolution_gives_the_mask_the_face_blur():
+    from maskpipe.synth.synthesize import to_native_resolution
+
+    checker = (np.indices((256, 256)).sum(axis=0) // 4 % 2 * 255).astype(np.uint8)
+    sharp = Image.fromarray(np.dstack([checker] * 3))
+    small_face = np.asarray(to_native_resolution(sharp, (32, 40)), dtype=np.float64)
+    assert small_face.shape == (256, 256, 3)
+    edges = lambda a: np.abs(np.diff(a, axis=1)).mean()  # noqa: E731
+    assert edges(small_face) < 0.3 * edges(np.asarray(sharp, dtype=np.float64))
+    assert to_native_resolution(sharp, (300, 300)) is sharp  # a large source face: untouched

@@ -19,12 +19,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Face-mask detection with the models of the maskpipe pipeline.")
 
 MODEL_HELP = ("a model name (data/models/<name>/model.pt, else the registered MLflow model maskpipe-<name>), "
-              "a model.pt path or folder, or a models:/ URI")
+              "a model.pt path or folder, or a models:/ URI; default: the 3-class model ranked first "
+              "in metrics/report.json")
 
 
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
+
+
+def _model_or_default(model: Optional[str]) -> str:
+    """``model`` as given, else the report's best 3-class model (said on stderr)."""
+    if model:
+        return model
+    from maskpipe.default_model import default_model
+    from maskpipe.paths import repo_root
+
+    choice = default_model(repo_root())
+    typer.echo(f"maskpipe: no --model given; using {choice.describe()}", err=True)
+    return choice.model
 
 
 def _settings(**overrides):
@@ -46,7 +59,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 @app.command()
 def predict(
     path: Path = typer.Argument(..., help="an image, a folder of images (searched recursively) or a video"),
-    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the full results as JSON here"),
     save_viz: Optional[Path] = typer.Option(None, "--save-viz", help="folder for annotated images / video"),
     detector: Optional[str] = typer.Option(None, help="retinaface | mtcnn | dlib_hog | dlib_cnn (default: params predict.detector)"),
@@ -74,7 +87,7 @@ def predict(
 
         settings = _settings(detector=detector, upsample=upsample, video_every_n_frames=every_n_frames,
                              batch_size=batch_size)
-        predictor = Predictor.from_model(model, settings)
+        predictor = Predictor.from_model(_model_or_default(model), settings)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncatedVideoWarning)  # in the report, printed below
             report = predict_path(path, predictor, viz_dir=save_viz, every_n=every_n_frames)
@@ -95,7 +108,7 @@ def predict(
 
 @app.command()
 def serve(
-    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     host: Optional[str] = typer.Option(None, help="interface to bind (default 127.0.0.1: this machine only)"),
     port: Optional[int] = typer.Option(None, help="port (default: params predict.serve.port, 8000)"),
     max_body_mb: Optional[float] = typer.Option(None, help="largest accepted upload in MB"),
@@ -117,7 +130,7 @@ def serve(
         serve_settings = ServeSettings.from_params(predict_cfg.get("serve"), host=host, port=port,
                                                    max_body_mb=max_body_mb, workers=workers)
         settings = PredictSettings.from_params(predict_cfg, params.get("crop"), detector=detector)
-        predictor = Predictor.from_model(model, settings)
+        predictor = Predictor.from_model(_model_or_default(model), settings)
     except _user_errors() as exc:
         _fail(str(exc))
     if serve_settings.host not in ("127.0.0.1", "localhost", "::1"):

@@ -168,8 +168,9 @@ def source_groups(samples: pd.DataFrame, crops: pd.DataFrame, synth: pd.DataFram
 
 # ------------------------------------------------------------------------------ sets
 def evaluation_sets(model_name: str, config, eval_config: EvaluateConfig) -> dict[str, list[str]]:
-    """{set name: datasets}: ``test`` on the model's datasets (a ModelConfig), plus its extra sets."""
-    sets = {"test": list(config.datasets)}
+    """{set name: datasets}: ``test`` on the model's datasets (a ModelConfig) without its
+    train_only_datasets, plus its extra sets."""
+    sets = {"test": [d for d in config.datasets if d not in config.train_only_datasets]}
     extra = eval_config.extra_sets.get(model_name) or {}
     if not isinstance(extra, dict):
         raise EvaluationError(f"params.yaml: evaluate.extra_sets.{model_name} must map a set name to datasets")

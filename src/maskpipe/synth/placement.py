@@ -23,6 +23,7 @@ CORRECT = "correct"
 BELOW_NOSE = "below_nose"
 ON_CHIN = "chin"
 WEARS = (CORRECT, BELOW_NOSE, ON_CHIN)
+BELOW_NOSE_DEPTH = 0.33  # default top edge of a below_nose mask: a third from the nose base to the lip
 
 NOSTRILS = slice(31, 36)
 SUBNASAL = 33
@@ -55,8 +56,8 @@ def _jaw_u_at(points: np.ndarray, centre, along, down, level: float) -> tuple[fl
     return sides[0], sides[1]
 
 
-def face_anchor_points(points: np.ndarray, wear: str = CORRECT) -> np.ndarray:
-    """The six face points a..f (crop pixels) for a mask worn as ``wear``."""
+def face_anchor_points(points: np.ndarray, wear: str = CORRECT, depth: float = BELOW_NOSE_DEPTH) -> np.ndarray:
+    """The six face points a..f (crop pixels) for a mask worn as ``wear`` (``depth``: see wear_clip_level)."""
     if wear not in WEARS:
         raise ValueError(f"unknown wear {wear!r}; known: {', '.join(WEARS)}")
     centre, along, down, iod = eye_frame(points)
@@ -81,7 +82,7 @@ def face_anchor_points(points: np.ndarray, wear: str = CORRECT) -> np.ndarray:
     b_v, ac_v, df_v, e_v = bridge_v, nose_length, lip_level, chin_v
     # Incorrect wear slides the whole mask down (its lower part then hangs below the chin, as
     # a pulled-down mask does); wear_clip() then folds away what is left above the nose / lip.
-    shift = wear_shift(points, wear)
+    shift = wear_shift(points, wear, depth)
     # On the chin the lower part slides less: the fabric bunches under the jaw instead of
     # hanging a whole nose length below it.
     bottom_shift = shift * (0.6 if wear == ON_CHIN else 1.0)
@@ -114,21 +115,22 @@ def _levels(points: np.ndarray) -> dict[str, float]:
     }
 
 
-def wear_clip_level(points: np.ndarray, wear: str) -> float | None:
+def wear_clip_level(points: np.ndarray, wear: str, depth: float = BELOW_NOSE_DEPTH) -> float | None:
     """Level below which an incorrectly worn mask starts (its top edge), None when correct.
 
-    below_nose: a third of the way from under the nose to the top of the upper lip;
+    below_nose: ``depth`` of the way from under the nose to the top of the upper lip (default a
+    third; 0 = right under the nose, where most real lowered masks in crowd photos sit);
     chin: a fifth of the way from the bottom of the lower lip to the chin.
     """
     if wear == CORRECT:
         return None
     lv = _levels(points)
     if wear == BELOW_NOSE:
-        return lv["subnasal"] + 0.33 * (lv["lip_top"] - lv["subnasal"])
+        return lv["subnasal"] + float(depth) * (lv["lip_top"] - lv["subnasal"])
     return lv["lower_lip"] + 0.2 * lv["lip_to_chin"]
 
 
-def wear_shift(points: np.ndarray, wear: str) -> float:
+def wear_shift(points: np.ndarray, wear: str, depth: float = BELOW_NOSE_DEPTH) -> float:
     """How far (px, down the face) an incorrectly worn mask slides from the correct place.
 
     The top corners a/c (at nose-tip level when worn correctly) end just under the nose
@@ -139,16 +141,16 @@ def wear_shift(points: np.ndarray, wear: str) -> float:
         return 0.0
     lv = _levels(points)
     top_corners = lv["nose_length"]  # where face_anchor_points puts a/c for a correct mask
-    return wear_clip_level(points, wear) - top_corners + (0.0 if wear == BELOW_NOSE else 0.1 * lv["lip_to_chin"])
+    return wear_clip_level(points, wear, depth) - top_corners + (0.0 if wear == BELOW_NOSE else 0.1 * lv["lip_to_chin"])
 
 
-def wear_clip(alpha: np.ndarray, points: np.ndarray, wear: str) -> np.ndarray:
+def wear_clip(alpha: np.ndarray, points: np.ndarray, wear: str, depth: float = BELOW_NOSE_DEPTH) -> np.ndarray:
     """``alpha`` with everything above the wear's top edge removed (a 1 px soft edge).
 
     A lowered mask's top is pulled straight under the nose (or lip); the template's nose
     bridge bump would otherwise stick up over the nose tip.
     """
-    level = wear_clip_level(points, wear)
+    level = wear_clip_level(points, wear, depth)
     if level is None:
         return alpha
     centre, _, down, _ = eye_frame(points)

@@ -26,6 +26,7 @@ from maskpipe.schemas import CROP_INDEX_COLUMNS, SYNTH_INDEX_COLUMNS, SYNTH_SKIP
 from maskpipe.synth.landmarks import BOX, DLIB68, Landmarks, face_rect_in_crop, find_landmarks, is_letterboxed
 from maskpipe.synth.placement import (
     BELOW_NOSE,
+    BELOW_NOSE_DEPTH,
     CORRECT,
     MOUTH_OUTER,
     NOSTRILS,
@@ -75,6 +76,11 @@ class Settings:
     paint_types: tuple[str, ...] = ()
     incorrect_fraction: float = 0.25
     incorrect_wear: tuple[str, ...] = (BELOW_NOSE, ON_CHIN)
+    # below_nose top edge, drawn per face in [low, high]: 0 = right under the nose, 1 = at the lip
+    below_nose_depth: tuple[float, float] = (BELOW_NOSE_DEPTH, BELOW_NOSE_DEPTH)
+    # resample each image to its source face's own pixel size and back: a small face from a
+    # crowd photo was enlarged to `size`, so a mask drawn at `size` would be sharp on a blurry face
+    native_resolution: bool = False
     tilt_threshold_deg: float = 15.0
     brightness_match: float = 0.5
     saturation_match: float = 0.5
@@ -96,7 +102,12 @@ class Settings:
         values: dict[str, Any] = {}
         for key, value in section.items():
             default = cls.__dataclass_fields__[key].default
-            if isinstance(default, tuple) or key in ("sources", "mask_types"):
+            if key == "below_nose_depth":
+                if not (isinstance(value, (list, tuple)) and len(value) == 2
+                        and all(isinstance(v, (int, float)) for v in value)):
+                    raise SynthesisError(f"{where}.{key}: expected [low, high], got {value!r}")
+                value = (float(value[0]), float(value[1]))
+            elif isinstance(default, tuple) or key in ("sources", "mask_types"):
                 if not isinstance(value, (list, tuple)):
                     raise SynthesisError(f"{where}.{key}: expected a list, got {value!r}")
                 value = tuple(str(v) for v in value)
@@ -129,6 +140,9 @@ class Settings:
         bad_wear = [w for w in self.incorrect_wear if w not in (BELOW_NOSE, ON_CHIN)]
         if bad_wear or (self.incorrect_fraction > 0 and not self.incorrect_wear):
             raise SynthesisError(f"{where}.incorrect_wear: use {BELOW_NOSE} and/or {ON_CHIN}")
+        low, high = self.below_nose_depth
+        if not 0 <= low <= high <= 1:
+            raise SynthesisError(f"{where}.below_nose_depth: expected 0 <= low <= high <= 1, got {[low, high]}")
         unknown_paint = sorted(set(self.paint_types) - set(self.mask_types))
         if unknown_paint:
             raise SynthesisError(f"{where}.paint_types: {', '.join(unknown_paint)} not in mask_types")
@@ -152,6 +166,7 @@ class Plan:
     mask_type: str
     color: str = ""
     texture: str = ""
+    depth: float = BELOW_NOSE_DEPTH  # below_nose: where the top edge sits (placement.wear_clip_level)
 
 
 def face_seed(seed: int, face_id: str) -> int:
@@ -172,7 +187,9 @@ def plan_for(face_id: str, settings: Settings) -> Plan:
             color = str(rng.choice(list(settings.colors)))
         elif paint < settings.color_fraction + settings.texture_fraction:
             texture = str(rng.choice(list(settings.textures)))
-    return Plan(INCORRECT if incorrect else WITH_MASK, wear, mask_type, color, texture)
+    # drawn last, so the draws above (and with them every earlier run's plans) stay the same
+    depth = float(rng.uniform(*settings.below_nose_depth))
+    return Plan(INCORRECT if incorrect else WITH_MASK, wear, mask_type, color, texture, depth)
 
 
 def wear_attempts(plan: Plan, settings: Settings) -> list[Plan]:
@@ -327,9 +344,12 @@ def synthesize_face(
     textures: dict[str, Image.Image],
     settings: Settings,
     landmarks: Landmarks | None = None,
+    native: tuple[int, int] | None = None,
 ) -> FaceResult:
     """Draw ``plan``'s mask on the face in ``rect`` of the RGB uint8 crop ``image``.
 
+    ``native``: the crop's size in source-photo pixels; with settings.native_resolution the
+    result is resampled to it and back, so the mask gets the face's own blur.
     Raises SkipFace when the mask would not sit as the label says.
     """
     if landmarks is None:
@@ -338,7 +358,7 @@ def synthesize_face(
     tilt = yaw_degrees(points)
     side = template_side(tilt, settings.tilt_threshold_deg)
     try:
-        six = face_anchor_points(points, plan.wear)
+        six = face_anchor_points(points, plan.wear, plan.depth)
     except PlacementError as exc:
         raise SkipFace("unusable anchor points", str(exc)) from None
     problem = fold_check(six)
@@ -363,7 +383,7 @@ def synthesize_face(
     warped = warp_template(picture, h, size)
     warped = _match_tone(warped, image, rect, settings)
     rgba = np.asarray(warped, dtype=np.float64)
-    alpha = wear_clip(rgba[..., 3] / 255, points, plan.wear)
+    alpha = wear_clip(rgba[..., 3] / 255, points, plan.wear, plan.depth)
     problem, coverage = coverage_problem(alpha, points, plan.wear)
     if problem:
         raise SkipFace(problem, ", ".join(f"{k} {v:.2f}" for k, v in coverage.items()))
@@ -378,10 +398,22 @@ def synthesize_face(
         # A grayscale photo (LFW) stays grayscale: colour must not give the label away.
         result = result.convert("L").convert("RGB")
     mask = Image.fromarray(((alpha >= COVERED) * 255).astype(np.uint8), "L")
+    if settings.native_resolution and native is not None:
+        result = to_native_resolution(result, native)
     if result.size != (settings.size, settings.size):
         result = result.resize((settings.size, settings.size), Image.LANCZOS)
         mask = mask.resize((settings.size, settings.size), Image.NEAREST)
     return FaceResult(result, mask, landmarks, tilt, template.name, coverage)
+
+
+def to_native_resolution(image: Image.Image, native: tuple[int, int]) -> Image.Image:
+    """``image`` shrunk to ``native`` (w, h) and enlarged back as the crop stage enlarges crops
+    (bicubic); unchanged when it is not larger than ``native``."""
+    w, h = max(1, int(round(native[0]))), max(1, int(round(native[1])))
+    if w >= image.width and h >= image.height:
+        return image
+    small = image.resize((min(w, image.width), min(h, image.height)), Image.Resampling.BOX)
+    return small.resize(image.size, Image.Resampling.BICUBIC)
 
 
 # --------------------------------------------------------------------------- the crop index
@@ -420,6 +452,7 @@ def select_faces(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 class CropFace:
     image: np.ndarray  # RGB uint8
     rect: tuple[float, float, float, float]  # the face box in crop pixels
+    native: tuple[int, int] | None = None  # the crop's (w, h) in source-photo pixels (the padded box)
 
 
 def load_crop_face(row: dict[str, Any], base: Path | None = None) -> CropFace:
@@ -437,7 +470,8 @@ def load_crop_face(row: dict[str, Any], base: Path | None = None) -> CropFace:
         rect = face_rect_in_crop((image.shape[1], image.shape[0]), box, pad, letterbox)
     except ValueError as exc:
         raise ImageReadError(f"{path}: {exc}") from None
-    return CropFace(image, rect)
+    native = (int(round(pad[2] - pad[0])), int(round(pad[3] - pad[1])))
+    return CropFace(image, rect, native)
 
 
 def iter_source_faces(index_csv: Path, sources: tuple[str, ...] | None = None):
@@ -492,7 +526,8 @@ def _process(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     result, failures = None, []
     for attempt in wear_attempts(plan, settings):
         try:
-            result = synthesize_face(image, rect, attempt, _WORKER["templates"], _WORKER["textures"], settings, landmarks)
+            result = synthesize_face(image, rect, attempt, _WORKER["templates"], _WORKER["textures"], settings, landmarks,
+                                     native=crop.native)
             plan = attempt
             break
         except SkipFace as exc:

@@ -27,10 +27,11 @@ __all__ = ["ConfigError", "ModelConfig", "TrainConfig", "resolve_model_config", 
            "active_profile", "model_names", "MONITORS"]
 
 # history column -> "min" | "max": what early stopping, the plateau scheduler and the kept epoch watch
-MONITORS = {"val_loss": "min", "val_accuracy": "max"}
+MONITORS = {"val_loss": "min", "val_accuracy": "max", "val_macro_f1": "max"}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "plateau")
-AUGMENTS = ("hflip", "rotation", "brightness_contrast", "scale")
+AUGMENTS = ("hflip", "rotation", "brightness_contrast", "scale", "downscale")
+CLASS_BALANCE = ("none", "sampler", "weights")
 # set by resolve_model_config, never in params.yaml
 RESOLVER_KEYS = ("name", "profile", "seed_arch")
 
@@ -77,6 +78,13 @@ class ModelConfig(Section):
     focal_gamma: float = option(2.0, ge=0)
     amp: bool = option(False, doc="mixed precision; only ever used on CUDA")
     bn_recalibrate: bool = option(False, doc="recompute BatchNorm statistics before each validation")
+    # -- fine-tuning and class balance
+    backbone_lr_mult: float = option(1.0, gt=0, le=1, doc="backbone lr = lr x this (keep pretrained features close)")
+    unfreeze_blocks: int | None = option(None, ge=1, doc="with freeze_backbone false: train only the last N "
+                                                          "backbone blocks (null = all)")
+    class_balance: str = option("none", choices=CLASS_BALANCE,
+                                doc="sampler: draw classes equally often; weights: inverse-frequency loss weights")
+    train_only_datasets: list[str] = option([], doc="used for training only; left out of val and test")
     # -- data and augmentation
     max_samples: int | None = option(None, ge=1, doc="per split; null = all")
     augment: list[str] = option([], choices=AUGMENTS)
@@ -84,6 +92,7 @@ class ModelConfig(Section):
     scale_range: tuple[float, float] = option((0.85, 1.15), doc="scale augmentation: zoom range")
     brightness: float = option(0.2, ge=0, le=1)
     contrast: float = option(0.2, ge=0, le=1)
+    downscale_range: tuple[float, float] = option((0.25, 0.75), doc="augment downscale: shrunk side / image side")
     # -- operating point (one-class): evaluation, predict, serve and pyfunc all use this one
     threshold_percentile: int = option(75, ge=0, le=100,
                                        doc="one-class: anomaly above this percentile of the training errors")
@@ -124,6 +133,20 @@ class ModelConfig(Section):
             raise self._bad("image_size", f"the autoencoder needs a multiple of 8, got {self.image_size}")
         if self.monitor != "val_loss" and not task.has_accuracy:
             raise self._bad("monitor", f"a {self.task} model has no accuracy during training; use val_loss")
+        if self.unfreeze_blocks is not None and self.freeze_backbone:
+            raise self._bad("unfreeze_blocks", "set freeze_backbone: false to unfreeze blocks")
+        if self.class_balance != "none" and not task.has_accuracy:
+            raise self._bad("class_balance", f"a {self.task} model has one class; use none")
+        if self.class_balance == "weights" and self.loss != "cross_entropy":
+            raise self._bad("class_balance", "weights works with loss cross_entropy; use sampler")
+        if any(d not in self.datasets for d in self.train_only_datasets):
+            raise self._bad("train_only_datasets", f"{self.train_only_datasets!r}: must be names from datasets")
+        if self.train_only_datasets and set(self.train_only_datasets) >= set(self.datasets):
+            raise self._bad("train_only_datasets", "leaves no dataset for validation and test")
+        low, high = self.downscale_range
+        if not 0 < low <= high <= 1:
+            raise self._bad("downscale_range", f"must be [low, high] with 0 < low <= high <= 1, "
+                                               f"got {list(self.downscale_range)}")
 
     # -- reading
     @classmethod

@@ -108,7 +108,8 @@ def select_samples(crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, config
                    labels: Sequence[str] | None = None) -> pd.DataFrame:
     """The images a model uses for ``split``: DataFrame[path, label, label_idx, dataset].
 
-    ``datasets`` overrides config.datasets (evaluation passes eval_datasets);
+    ``datasets`` overrides config.datasets (evaluation passes eval_datasets); without
+    it, the val and test splits leave out config.train_only_datasets;
     ``labels`` overrides which labels are kept (default: the model's classes; evaluation of the
     oneclass model passes all labels). label_idx is the index in config.classes, or -1
     for a label the model has no class for. Paths are relative to the repo root, as in the
@@ -117,6 +118,8 @@ def select_samples(crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, config
     classes = list(config.classes)
     keep = list(labels) if labels is not None else classes
     wanted = list(datasets) if datasets is not None else list(config.datasets)
+    if datasets is None and split != "train":  # val / test measure real faces only
+        wanted = [d for d in wanted if d not in config.train_only_datasets]
     parts = []
     for name in wanted:
         if name == SYNTHETIC:
@@ -313,8 +316,10 @@ class BatchLoader:
     """
 
     def __init__(self, images: ImageSet, batch_size: int, augmenter: BatchAugmenter, *,
-                 train: bool, seed: int = 0, device: str | torch.device = "cpu", prefetch: int | None = None):
+                 train: bool, seed: int = 0, device: str | torch.device = "cpu", prefetch: int | None = None,
+                 balanced: bool = False):
         self.images = images
+        self.balanced = bool(balanced) and train
         self.batch_size = int(batch_size)
         self.augmenter = augmenter
         self.train = train
@@ -340,12 +345,23 @@ class BatchLoader:
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         n = len(self.images)
-        order = torch.randperm(n, generator=g).numpy() if self.train else np.arange(n)
+        if self.balanced:
+            order = self._balanced_order(g)
+        else:
+            order = torch.randperm(n, generator=g).numpy() if self.train else np.arange(n)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             x = torch.from_numpy(self.images.gather(idx)).to(self.device, non_blocking=True)
             y = torch.from_numpy(self.images.labels[idx]).to(self.device)
             yield self.augmenter(x, generator=g, train=self.train), y
+
+    def _balanced_order(self, g: torch.Generator) -> np.ndarray:
+        """``class_balance: sampler``: an epoch of len(images) draws, with replacement, each
+        class equally likely (a rare class's images repeat, a common one's are subsampled)."""
+        labels = torch.from_numpy(np.array(self.images.labels, dtype=np.int64))  # a copy: memmaps are read-only
+        _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        weights = 1.0 / counts[inverse].double()
+        return torch.multinomial(weights, len(labels), replacement=True, generator=g).numpy()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.prefetch <= 0:

@@ -37,10 +37,32 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------ building blocks
-def make_optimizer(model: nn.Module, config: ModelConfig) -> torch.optim.Optimizer:
+def parameter_groups(model: nn.Module, config: ModelConfig) -> list[dict]:
+    """Trainable parameters; with ``backbone_lr_mult`` != 1 the backbone gets lr x mult.
+
+    The head group comes first, so the logged ``lr`` (group 0) is the head's.
+    """
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError(f"models.{config.name}: no trainable parameters")
+    mult = config.backbone_lr_mult
+    if mult == 1.0:
+        return [{"params": trainable}]
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        raise ValueError(f"models.{config.name}.backbone_lr_mult: arch {config.arch!r} "
+                         "has no separate backbone; leave it at 1")
+    in_backbone = {id(p) for p in backbone.parameters()}
+    head = [p for p in trainable if id(p) not in in_backbone]
+    body = [p for p in trainable if id(p) in in_backbone]
+    groups = [{"params": head}]
+    if body:
+        groups.append({"params": body, "lr": config.lr * mult})
+    return groups
+
+
+def make_optimizer(model: nn.Module, config: ModelConfig) -> torch.optim.Optimizer:
+    trainable = parameter_groups(model, config)
     name, lr, wd = config.optimizer, config.lr, config.weight_decay
     if name == "adam":
         return torch.optim.Adam(trainable, lr=lr, weight_decay=wd)
@@ -93,6 +115,21 @@ def _forward_loss(model, loss_fn, x, y, task: Task):
     return out, loss_fn(out, task.target(x, y))
 
 
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted mean of the per-class F1 over the classes that occur in truth or prediction
+    (a class absent from both says nothing about the model, so it does not count as 0)."""
+    classes = np.union1d(y_true, y_pred)
+    if len(classes) == 0:
+        return float("nan")
+    scores = []
+    for c in classes:
+        tp = float(np.sum((y_pred == c) & (y_true == c)))
+        fp = float(np.sum((y_pred == c) & (y_true != c)))
+        fn = float(np.sum((y_pred != c) & (y_true == c)))
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
 # ------------------------------------------------------------------------------ one epoch
 def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     *, task: str, epoch: int, model_name: str = "model", scaler=None,
@@ -134,22 +171,28 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, opti
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, loss_fn: nn.Module, *, task: str,
              amp: bool = False, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Mean loss (and accuracy for classifiers) over ``loader``, model in eval mode."""
+    """Mean loss (and accuracy and macro-F1 for classifiers) over ``loader``, model in eval mode."""
     device = torch.device(device)
     task_ = get_task(task)
     model.eval()
-    total, correct, count = 0.0, 0, 0
+    total, count = 0.0, 0
+    truths, preds = [], []
     for x, y in loader:
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
             out, loss = _forward_loss(model, loss_fn, x, y, task_)
         total += float(loss) * len(x)
-        correct += task_.correct(out, y)
         count += len(x)
+        pred = task_.predicted(out)
+        if pred is not None:
+            preds.append(pred.cpu().numpy())
+            truths.append(y.view(-1).cpu().numpy())
     if count == 0:
         return {"loss": float("nan")}
     result = {"loss": total / count}
-    if task_.has_accuracy:
-        result["accuracy"] = correct / count
+    if task_.has_accuracy and preds:
+        y_true, y_pred = np.concatenate(truths), np.concatenate(preds)
+        result["accuracy"] = float(np.mean(y_true == y_pred))
+        result["macro_f1"] = macro_f1(y_true, y_pred)
     return result
 
 
@@ -328,6 +371,7 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module, config: 
         row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "val_loss": val.get("loss")}
         if get_task(task).has_accuracy:
             row["val_accuracy"] = val.get("accuracy")
+            row["val_macro_f1"] = val.get("macro_f1")
         row["lr"] = current_lr(optimizer)
         row["seconds"] = round(time.perf_counter() - t_epoch, 3)
         history.append(row)
@@ -394,6 +438,8 @@ def _epoch_line(name: str, row: dict, epochs: int) -> str:
         parts.append(f"val_loss {row['val_loss']:.4f}")
     if row.get("val_accuracy") is not None:
         parts.append(f"val_acc {row['val_accuracy']:.3f}")
+    if row.get("val_macro_f1") is not None:
+        parts.append(f"val_f1 {row['val_macro_f1']:.3f}")
     parts.append(f"lr {row['lr']:.2g}")
     parts.append(f"{row['seconds']:.1f}s")
     return " | ".join(parts)

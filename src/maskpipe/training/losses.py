@@ -52,9 +52,24 @@ class ReconstructionMSE(nn.Module):
         return F.mse_loss(recon, inputs)
 
 
-def build_loss(config: "ModelConfig") -> nn.Module:
+def inverse_frequency_weights(counts) -> torch.Tensor:
+    """w_c = N / (C * n_c): each class weighs as much in the loss as if classes were equal in
+    number (a class with no training image gets weight 0)."""
+    counts = torch.as_tensor(counts, dtype=torch.float32)
+    present = counts > 0
+    weights = torch.zeros_like(counts)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
+def build_loss(config: "ModelConfig", class_counts=None) -> nn.Module:
+    """``class_counts`` (training images per class) is used by ``class_balance: weights``."""
     name = config.loss
     if name == "cross_entropy":
+        if config.class_balance == "weights":
+            if class_counts is None:
+                raise ValueError(f"models.{config.name}: class_balance weights needs class counts")
+            return nn.CrossEntropyLoss(weight=inverse_frequency_weights(class_counts))
         return nn.CrossEntropyLoss()
     if name == "bce":
         return BCEOneLogit()

@@ -61,22 +61,33 @@ def build_model(config: "ModelConfig", load_weights: bool = True) -> nn.Module:
 
 
 class FrozenBackboneModel(nn.Module):
-    """backbone (features) -> global average pool -> head. Backbone optionally frozen."""
+    """backbone (features) -> global average pool -> head. Backbone optionally frozen.
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, freeze: bool):
+    ``unfreeze_blocks`` N (with freeze false): only the last N children of the backbone train;
+    the earlier ones are frozen and stay in eval mode like a frozen backbone.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, freeze: bool, unfreeze_blocks: int | None = None):
         super().__init__()
         self.backbone = backbone
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = head
         self.frozen = bool(freeze)
+        blocks = list(backbone.children())
         if self.frozen:
-            for prm in self.backbone.parameters():
+            self.frozen_blocks = blocks
+        elif unfreeze_blocks:
+            self.frozen_blocks = blocks[: max(0, len(blocks) - int(unfreeze_blocks))]
+        else:
+            self.frozen_blocks = []
+        for block in self.frozen_blocks:
+            for prm in block.parameters():
                 prm.requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.frozen:
-            self.backbone.eval()
+        for block in self.frozen_blocks:
+            block.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,7 +187,7 @@ def _mobilenet_v3_large(config: "ModelConfig", n_out: int) -> nn.Module:
         nn.Linear(1280, 640), nn.Hardswish(inplace=True), nn.Dropout(p),
         nn.Linear(640, n_out),
     )
-    return FrozenBackboneModel(net.features, head, config.freeze_backbone)
+    return FrozenBackboneModel(net.features, head, config.freeze_backbone, config.unfreeze_blocks)
 
 
 # ------------------------------------------------------------------------------- mobilenet_v2
@@ -192,7 +203,7 @@ def _mobilenet_v2(config: "ModelConfig", n_out: int) -> nn.Module:
         nn.Linear(1280, 128), nn.ReLU(inplace=True), nn.Dropout(config.dropout),
         nn.Linear(128, n_out),
     )
-    return FrozenBackboneModel(net.features, head, config.freeze_backbone)
+    return FrozenBackboneModel(net.features, head, config.freeze_backbone, config.unfreeze_blocks)
 
 
 # ------------------------------------------------------------------------------- autoencoder

@@ -31,7 +31,7 @@ from maskpipe.training.tasks import get_task
 from maskpipe.training.transforms import BatchAugmenter
 from maskpipe.training.weights import describe_source
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "seconds"]
 
 
 @dataclass
@@ -50,7 +50,7 @@ class TrainPaths:
 
 
 def _history_frame(rows: list[dict[str, Any]], task: str) -> pd.DataFrame:
-    cols = [c for c in HISTORY_COLUMNS if get_task(task).has_accuracy or c != "val_accuracy"]
+    cols = [c for c in HISTORY_COLUMNS if get_task(task).has_accuracy or c not in ("val_accuracy", "val_macro_f1")]
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
@@ -101,7 +101,8 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
     mean, std = normalization(config)
     augmenter = BatchAugmenter.from_config(config, mean, std)
     bs = config.batch_size
-    train_loader = BatchLoader(train_split.images, bs, augmenter, train=True, seed=seed, device=device)
+    train_loader = BatchLoader(train_split.images, bs, augmenter, train=True, seed=seed, device=device,
+                               balanced=config.class_balance == "sampler")
     val_loader = (BatchLoader(val_split.images, bs, augmenter, train=False, seed=seed, device=device)
                   if len(val_split.samples) else None)
     log(f"{model_name}: profile {config.profile}, device {device}, "
@@ -112,7 +113,8 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
     # ---- model
     engine.seed_everything(seed)
     model = build_model(config)
-    loss_fn = build_loss(config)
+    counts = np.bincount(train_split.images.labels, minlength=max(len(config.classes), 1))
+    loss_fn = build_loss(config, class_counts=counts)
     trainable, total = count_parameters(model)
     fp = engine.fingerprint(config, train_split.images.keys, manifest(train_split.samples),
                             val_split.images.keys, manifest(val_split.samples))
@@ -175,10 +177,11 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
             "best_epoch": result.best_epoch, "epochs_run": result.last_epoch,
             "stopped_early": result.stopped_early, "resumed_from": result.resumed_from,
             "best_val_loss": best_row.get("val_loss"), "best_val_accuracy": best_row.get("val_accuracy"),
+            "best_val_macro_f1": best_row.get("val_macro_f1"),
             "train_seconds": round(sum(float(r.get("seconds") or 0) for r in history_rows), 2),
         })
         final = {"best/epoch": result.best_epoch, "train/seconds": summary["train_seconds"]}
-        for key in ("best_val_loss", "best_val_accuracy"):
+        for key in ("best_val_loss", "best_val_accuracy", "best_val_macro_f1"):
             value = summary.get(key)
             if value is not None and math.isfinite(float(value)):
                 final[key.replace("best_val_", "best/val_")] = float(value)
@@ -200,5 +203,6 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
     engine.mark_checkpoint_complete(ckpt)
     log(f"{model_name}: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
         f"val_loss {summary['best_val_loss']}, val_accuracy {summary['best_val_accuracy']}, "
+        f"val_macro_f1 {summary.get('best_val_macro_f1')}, "
         f"{summary['train_seconds']} s")
     return summary

@@ -51,7 +51,12 @@ class Task:
 
     def correct(self, out: torch.Tensor, y: torch.Tensor) -> int:
         """Correctly classified samples of a batch (0 for tasks without accuracy)."""
-        return 0
+        pred = self.predicted(out)
+        return 0 if pred is None else int((pred == y.view(-1)).sum())
+
+    def predicted(self, out: torch.Tensor) -> torch.Tensor | None:
+        """Class index per sample from the raw model output (None: the task has no classes to pick)."""
+        return None
 
     def scores(self, out: torch.Tensor, x: torch.Tensor, region: str = "full") -> torch.Tensor:
         """Class probabilities (N, classes), or one anomaly score per image (N, 1); ``region``
@@ -81,8 +86,8 @@ class MulticlassTask(Task):
     def num_outputs(self, n_classes):
         return n_classes
 
-    def correct(self, out, y):
-        return int((out.argmax(dim=1) == y.view(-1)).sum())
+    def predicted(self, out):
+        return out.argmax(dim=1)
 
     def scores(self, out, x, region="full"):
         return torch.softmax(out.float(), dim=1)
@@ -98,8 +103,8 @@ class BinaryTask(Task):
     def num_outputs(self, n_classes):
         return 1
 
-    def correct(self, out, y):
-        return int(((out.view(-1) > 0).long() == y.view(-1)).sum())
+    def predicted(self, out):
+        return (out.view(-1) > 0).long()
 
     def scores(self, out, x, region="full"):
         p = torch.sigmoid(out.float().view(-1))

@@ -54,28 +54,34 @@ class BatchAugmenter:
     """Training augmentation applied to a whole uint8 batch at once.
 
     ``augment`` items: hflip, rotation (+-rotation_degrees), scale (zoom in scale_range),
-    brightness_contrast (factors 1 +- brightness / contrast). Geometry is one affine
-    ``grid_sample`` per batch (border padding), not a per-image PIL round trip.
+    brightness_contrast (factors 1 +- brightness / contrast), downscale (half the images, drawn
+    per image, shrunk to a side fraction in downscale_range and enlarged back: the blur of a
+    small face in a crowd photo, for every class alike so blur cannot give a label away).
+    Geometry is one affine ``grid_sample`` per batch (border padding), not a per-image PIL round trip.
     """
 
     def __init__(self, augment: Sequence[str], mean: Sequence[float], std: Sequence[float], *,
-                 rotation_degrees: float, scale_range: Sequence[float], brightness: float, contrast: float):
+                 rotation_degrees: float, scale_range: Sequence[float], brightness: float, contrast: float,
+                 downscale_range: Sequence[float]):
         self.augment = set(augment or [])
         self.mean, self.std = list(mean), list(std)
         self.rotation = float(rotation_degrees)
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.brightness, self.contrast = float(brightness), float(contrast)
+        self.downscale_range = (float(downscale_range[0]), float(downscale_range[1]))
 
     @classmethod
     def from_config(cls, config: "ModelConfig", mean, std) -> "BatchAugmenter":
         """The training augmentation of a model (its `augment` list and magnitudes)."""
         return cls(config.augment, mean, std, rotation_degrees=config.rotation_degrees,
-                   scale_range=config.scale_range, brightness=config.brightness, contrast=config.contrast)
+                   scale_range=config.scale_range, brightness=config.brightness, contrast=config.contrast,
+                   downscale_range=config.downscale_range)
 
     @classmethod
     def normalize_only(cls, mean, std) -> "BatchAugmenter":
         """No augmentation: uint8 -> normalised float (evaluation-style passes over training images)."""
-        return cls([], mean, std, rotation_degrees=0.0, scale_range=(1.0, 1.0), brightness=0.0, contrast=0.0)
+        return cls([], mean, std, rotation_degrees=0.0, scale_range=(1.0, 1.0), brightness=0.0, contrast=0.0,
+                   downscale_range=(1.0, 1.0))
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None,
                  train: bool = True) -> torch.Tensor:
@@ -114,4 +120,17 @@ class BatchAugmenter:
             x = x * b
             gray = x.mean(dim=(1, 2, 3), keepdim=True)
             x = ((x - gray) * c + gray).clamp_(0.0, 1.0)
+        if "downscale" in self.augment:
+            x = self._downscale(x, g)
         return x
+
+    def _downscale(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        n, side = x.shape[0], x.shape[-1]
+        pick = torch.rand(n, generator=g) < 0.5
+        fraction = self._rand(n, g, *self.downscale_range)
+        out = x.clone()
+        for i in pick.nonzero().flatten().tolist():
+            small = max(4, int(round(side * float(fraction[i]))))
+            low = F.interpolate(x[i:i + 1], size=(small, small), mode="area")
+            out[i:i + 1] = F.interpolate(low, size=(side, side), mode="bilinear", align_corners=False)
+        return out.clamp_(0.0, 1.0)

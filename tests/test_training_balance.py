@@ -1,0 +1,149 @@
+"""Fine-tuning and class-imbalance pieces of the engine (issue 9): backbone lr, partial unfreezing,
+balanced sampler, class weights, validation macro-F1, train-only datasets, downscale augment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from maskpipe.training import engine
+from maskpipe.training.config import ConfigError, normalization, resolve_model_params
+from maskpipe.training.data import BatchLoader, InMemoryImages, select_samples
+from maskpipe.training.losses import build_loss, inverse_frequency_weights
+from maskpipe.training.models import build_model
+from maskpipe.training.transforms import BatchAugmenter
+
+from training_fakes import ALL_DATASETS, make_crops, make_synthetic, repo_params, tiny_params
+
+MODEL = "mobilenet_v2_3class"
+
+
+def params(profile="tiny", **extra):
+    p = resolve_model_params(tiny_params() if profile == "tiny" else repo_params(), MODEL, profile=profile)
+    p.update(extra)
+    return p
+
+
+def test_macro_f1_counts_only_classes_that_occur():
+    y = np.array([0, 0, 1, 1, 2])
+    assert engine.macro_f1(y, y) == 1.0
+    # class 2 missed: F1 0 for it; classes 0 and 1 perfect -> 2/3 ... class 0 gets the extra prediction
+    pred = np.array([0, 0, 1, 1, 0])
+    f1_0 = 2 * 2 / (2 * 2 + 1 + 0)
+    assert engine.macro_f1(y, pred) == pytest.approx((f1_0 + 1.0 + 0.0) / 3)
+    # a class absent from truth and prediction does not pull the mean down
+    assert engine.macro_f1(np.array([0, 1]), np.array([0, 1])) == 1.0
+    assert engine.monitor_of({"monitor": "val_macro_f1"}) == ("val_macro_f1", "max")
+
+
+def test_evaluate_reports_macro_f1_and_fit_keeps_the_best_f1_epoch():
+    # the small CNN keeps this fast; the engine is the same for every architecture
+    p = params(arch="small_cnn", pretrained=None, backbone_lr_mult=1.0, image_size=16, batch_size=8, epochs=2, patience=5, augment=[],
+               monitor="val_macro_f1")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (12, 3, 16, 16), dtype=np.uint8)
+    y = np.array([0, 1, 2] * 4)
+    mean, std = normalization(p)
+    aug = BatchAugmenter.from_params(p, mean, std)
+    train = BatchLoader(InMemoryImages(x, y), 8, aug, train=True, seed=1)
+    val = BatchLoader(InMemoryImages(x, y), 8, aug, train=False)
+    model = build_model(p)
+    result = engine.fit(model, train, val, build_loss(p), p, progress=False, log=lambda m: None)
+    f1s = [row["val_macro_f1"] for row in result.history]
+    assert all(0.0 <= f <= 1.0 for f in f1s)
+    assert result.monitor == "val_macro_f1" and result.best_metric == max(f1s)
+    assert result.best_epoch == 1 + f1s.index(max(f1s))
+
+
+def test_backbone_gets_the_lower_learning_rate_and_head_comes_first():
+    p = params(backbone_lr_mult=0.1, lr=0.01)
+    model = build_model(p)
+    opt = engine.make_optimizer(model, p)
+    head, body = opt.param_groups
+    assert head["lr"] == pytest.approx(0.01) and body["lr"] == pytest.approx(0.001)
+    assert {id(t) for t in body["params"]} == {id(t) for t in model.backbone.parameters()}
+    assert engine.current_lr(opt) == pytest.approx(0.01)  # the logged lr is the head's
+    # a model without a separate backbone cannot take the option
+    cnn = resolve_model_params(tiny_params(), "mask_cnn")
+    with pytest.raises(ValueError, match="backbone_lr_mult"):
+        engine.make_optimizer(build_model(cnn), {**cnn, "backbone_lr_mult": 0.5})
+
+
+def test_unfreeze_blocks_trains_only_the_last_blocks_and_keeps_the_rest_in_eval():
+    p = params(unfreeze_blocks=2)
+    model = build_model(p).train()
+    blocks = list(model.backbone.children())
+    assert all(not t.requires_grad for b in blocks[:-2] for t in b.parameters())
+    assert all(t.requires_grad for b in blocks[-2:] for t in b.parameters())
+    assert not any(m.training for m in blocks[0].modules()) and blocks[-1].training
+    frozen = {**repo_params()["models"][MODEL], "freeze_backbone": True, "unfreeze_blocks": 2}
+    with pytest.raises(ConfigError, match="unfreeze_blocks"):
+        resolve_model_params({**repo_params(), "models": {MODEL: frozen}}, MODEL)
+
+
+def test_balanced_sampler_draws_classes_equally_and_repeats_per_epoch():
+    labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
+    images = InMemoryImages(np.zeros((100, 3, 4, 4), dtype=np.uint8), labels)
+    aug = BatchAugmenter([], [0, 0, 0], [1, 1, 1])
+    loader = BatchLoader(images, 50, aug, train=True, seed=3, balanced=True)
+    drawn = []
+    for epoch in range(1, 21):
+        loader.set_epoch(epoch)
+        drawn.append(np.concatenate([y.numpy() for _, y in loader]))
+    share = np.bincount(np.concatenate(drawn), minlength=3) / sum(len(d) for d in drawn)
+    assert share == pytest.approx([1 / 3] * 3, abs=0.05)
+    loader.set_epoch(5)
+    assert np.array_equal(np.concatenate([y.numpy() for _, y in loader]), drawn[4])
+    # evaluation order is untouched
+    assert np.array_equal(np.concatenate([y.numpy() for _, y in loader.plain()]), labels)
+
+
+def test_class_weights_are_inverse_frequency():
+    w = inverse_frequency_weights([30, 10, 0])
+    assert w.tolist() == pytest.approx([40 / (2 * 30), 40 / (2 * 10), 0.0])
+    loss = build_loss({"loss": "cross_entropy", "class_balance": "weights"}, class_counts=[30, 10, 0])
+    assert loss.weight.tolist() == pytest.approx(w.tolist())
+    with pytest.raises(ConfigError, match="class_balance"):
+        resolve_model_params({**repo_params(), "models": {MODEL: {**repo_params()["models"][MODEL],
+                                                                   "class_balance": "weights", "loss": "focal"}}},
+                             MODEL)
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fake")
+    crops = make_crops(root, ALL_DATASETS, {"train": 6, "val": 3, "test": 3}, size=40)
+    return crops, make_synthetic(root, crops, size=40)
+
+
+def test_synthetic_faces_train_the_three_class_model_but_val_and_test_are_real(fake):
+    crops, synth = fake
+    p = params(profile="seed")
+    train = select_samples(crops, synth, p, "train")
+    incorrect = train[train["label"] == "mask_weared_incorrect"]
+    assert (incorrect["dataset"] == "synthetic").any() and (incorrect["dataset"] != "synthetic").any()
+    assert {"kaggle_face_mask_detection", "mask_folders", "lfw", "synthetic"} <= set(train["dataset"])
+    for split in ("val", "test"):
+        held = select_samples(crops, synth, p, split)
+        assert len(held) and not (held["dataset"] == "synthetic").any()
+        assert not held["path"].str.startswith("data/synthetic/").any()
+    # asked for explicitly (an evaluation extra set), synthetic test faces are still there
+    assert (select_samples(crops, synth, p, "test", datasets=["synthetic"])["dataset"] == "synthetic").any()
+    from maskpipe.evaluation.evaluate import evaluation_sets
+
+    assert "synthetic" not in evaluation_sets(MODEL, p, {})["test"]
+
+
+def test_downscale_blurs_about_half_the_images_deterministically():
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8))
+    aug = BatchAugmenter(["downscale"], [0, 0, 0], [1, 1, 1], downscale_range=(0.25, 0.5))
+    out = aug(x, generator=torch.Generator().manual_seed(1))
+    again = aug(x, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out, again) and out.shape == x.shape
+    changed = (out - x.float() / 255).abs().flatten(1).max(1).values > 1e-6
+    assert 2 <= int(changed.sum()) <= 14
+    # a blurred image has less high-frequency energy than its original
+    i = int(changed.nonzero()[0])
+    assert out[i].diff(dim=-1).abs().mean() < (x[i].float() / 255).diff(dim=-1).abs().mean()
+    assert torch.equal(aug(x, train=False), x.float() / 255)
