@@ -42,6 +42,11 @@ def main(
     # the stage reads seed, train, profiles and models.<model> (dvc.yaml lists exactly these)
     try:
         all_params = load_params(params_file)
+        # [distributed] train.nproc_per_node > 1: become `torchrun --nproc_per_node N` running this command
+        from maskpipe.training import distributed
+
+        if distributed.should_relaunch(all_params.get("train")):
+            distributed.relaunch(distributed.nproc_per_node(all_params.get("train")), sys.argv)
         train_model(model, all_params, TrainPaths(crops_index, synth_index, models_dir, plots_dir))
     except (ParamsError, ConfigError, DataError, NonFiniteLossError, PretrainedWeightsError,
             ArtifactError) as exc:

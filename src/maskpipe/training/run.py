@@ -19,7 +19,7 @@ import yaml
 
 from maskpipe.io import write_csv, write_text
 from maskpipe.paths import repo_root
-from maskpipe.training import engine
+from maskpipe.training import distributed, engine
 from maskpipe.training.artifact import save_model
 from maskpipe.training.config import normalization, resolve_model_params
 from maskpipe.training.data import (BatchLoader, TensorCache, class_counts, manifest, prepare_split,
@@ -75,18 +75,26 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
         torch.set_num_threads(threads)
     device = engine.resolve_device(str(train_cfg.get("device", "auto")))
     seed = int(params["seed"])
+    # [distributed] under torchrun (train.nproc_per_node > 1, see training/distributed.py) join the
+    # process group; ranks other than 0 write nothing (no outputs, checkpoint, MLflow run or log)
+    dist = distributed.setup(device, threads)
+    device = dist.device
+    if not dist.is_main:
+        track, progress, log = False, False, (lambda _message: None)
 
     # ---- data
     crops = read_crops(paths.crops_index)
     synth = read_synthetic(paths.synth_index)
     cache_dir = paths.cache_dir or (repo_root() / str(train_cfg.get("cache_dir", "data/cache")))
     cache = TensorCache(cache_dir, base=Path.cwd(), workers=max(threads, 1), progress=progress)
-    train_split = prepare_split(crops, synth, params, "train", cache)
-    val_split = prepare_split(crops, synth, params, "val", cache, require=False)
+    with dist.rank0_first():  # [distributed] one process builds the tensor cache, the others read it
+        train_split = prepare_split(crops, synth, params, "train", cache)
+        val_split = prepare_split(crops, synth, params, "val", cache, require=False)
     mean, std = normalization(params)
     augmenter = BatchAugmenter.from_params(params, mean, std)
     bs = int(params["batch_size"])
-    train_loader = BatchLoader(train_split.images, bs, augmenter, train=True, seed=seed, device=device)
+    train_loader = dist.train_loader(  # [distributed] this rank's shard (DistributedSampler)
+        BatchLoader(train_split.images, bs, augmenter, train=True, seed=seed, device=device))
     val_loader = (BatchLoader(val_split.images, bs, augmenter, train=False, seed=seed, device=device)
                   if len(val_split.samples) else None)
     log(f"{model_name}: profile {params['profile']}, device {device}, "
@@ -140,11 +148,14 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
                 tracking.log_history_metrics(row, step=int(row["epoch"]))
 
         result = engine.fit(
-            model, train_loader, val_loader, loss_fn, params, checkpoint_path=ckpt, fingerprint_value=fp,
-            resume=resume, device=device, on_epoch=on_epoch,
+            dist.wrap(model, device), train_loader, val_loader, loss_fn, params,  # [distributed] DDP
+            checkpoint_path=ckpt if dist.is_main else None, fingerprint_value=fp,
+            resume=resume, device=device, on_epoch=on_epoch if dist.is_main else None,
             checkpoint_extra={"mlflow_run_id": run.info.run_id if run is not None else None},
             stop_after_epoch=stop_after_epoch, progress=progress, log=log,
         )
+        if not dist.is_main:  # [distributed]
+            return
         write_history()
         model.load_state_dict(result.best_state)
         model.to(device)
@@ -198,12 +209,16 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
     if track:
         from maskpipe import tracking
 
-        extra_tags = {"maskpipe.resumed": str(bool(resume)).lower()}
+        extra_tags = {"maskpipe.resumed": str(bool(resume)).lower(),
+                      "maskpipe.processes": str(dist.world_size)}  # [distributed]
         with tracking.start_run(model_name, params, run_id=resume.get("mlflow_run_id") if resume else None,
                                 extra_tags=extra_tags) as run:
             body(run)
     else:
         body(None)
+    dist.close()  # [distributed]
+    if not dist.is_main:
+        return summary
     engine.mark_checkpoint_complete(ckpt)
     log(f"{model_name}: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
         f"val_loss {summary['best_val_loss']}, val_accuracy {summary['best_val_accuracy']}, "
