@@ -1,6 +1,7 @@
 """Team tracking: a real PostgreSQL server, a real `mlflow server` on it (maskpipe.mlflow_server's
 command line), one tiny training by the train stage with MLFLOW_TRACKING_URI=http://..., and the run,
-its metrics, its artifacts and the registered models read back over HTTP.
+its metrics, its artifacts and the registered models read back over HTTP; then a `dvc exp run --queue`
+experiment logged to the same server.
 
 PostgreSQL comes from Debian's `postgresql` package (tests/postgres_deps.sh, run by `make test`).
 Without it the test skips, except under CI=true, where it fails.
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from postgres_server import PostgresServer, PostgresUnavailable, free_port, wait_for_http
+from test_exp_run import exp_repo  # noqa: F401  (fixture: a tiny git + DVC repo with the train stage)
 from training_fakes import REPO, make_crops, make_synthetic, tiny_params
 
 pytestmark = pytest.mark.slow
@@ -68,7 +70,7 @@ def tracking_server(postgres, tmp_path_factory):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
 
@@ -126,3 +128,32 @@ def test_training_logs_to_the_postgres_tracking_server(tracking_server, postgres
     assert rows == [(run.info.run_id, "FINISHED")]
     registered = {r[0] for r in postgres.query("mlflow", "select name from registered_models")}
     assert {f"maskpipe-{MODEL}", f"maskpipe-{MODEL}-torch"} <= registered
+
+
+def test_queued_experiment_lands_in_the_tracking_server(tracking_server, exp_repo):
+    """`dvc exp run --queue` + `dvc queue start` with MLFLOW_TRACKING_URI exported in the shell that
+    starts the queue (its workers take that shell's environment): the run reaches the server."""
+    import time
+
+    from mlflow import MlflowClient
+
+    from test_exp_run import run as run_cmd
+
+    uri, _ = tracking_server
+    root, env = exp_repo
+    env = dict(env, MLFLOW_TRACKING_URI=uri)
+    run_cmd(["dvc", "exp", "run", "--queue", "-n", "queued-lr", "-S", f"models.{MODEL}.lr=0.003"], root, env)
+    run_cmd(["dvc", "queue", "start", "-j", "1"], root, env)
+    status = ""
+    for _ in range(600):
+        status = run_cmd(["dvc", "queue", "status"], root, env).stdout
+        if "Success" in status or "Failed" in status:
+            break
+        time.sleep(0.5)
+    assert "Success" in status, status + run_cmd(["dvc", "queue", "logs", "queued-lr"], root, env).stdout
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("maskpipe")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`dvc.exp_name` = 'queued-lr'")
+    assert [(r.info.run_name, r.info.status, r.data.params["lr"]) for r in runs] == [
+        (f"queued-lr/{MODEL}", "FINISHED", "0.003")]
+    assert not (root / "mlflow.db").exists()  # nothing went to the local default store

@@ -73,6 +73,9 @@ def server_command(backend_store_uri: str, artifacts_destination: str, *, host: 
 def server_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow 3's server starts six Huey job-consumer processes for GenAI scorers, which maskpipe does
+    # not use: they slowed startup and outlived a SIGTERM of the server here. Set it to true to keep them.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     return env
 
 
