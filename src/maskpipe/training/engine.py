@@ -301,8 +301,13 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _plain(model: nn.Module) -> nn.Module:
+    # [distributed] the model inside a DistributedDataParallel wrapper (keys without "module.")
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in _plain(model).state_dict().items()}
 
 
 def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module, config: ModelConfig, *,
@@ -335,7 +340,7 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module, config: 
     best_state = _state_copy(model)
     resumed_from = None
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        _plain(model).load_state_dict(resume["model"])  # [distributed] _plain
         optimizer.load_state_dict(resume["optimizer"])
         if scheduler is not None and resume.get("scheduler"):
             scheduler.load_state_dict(resume["scheduler"])
@@ -362,10 +367,12 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module, config: 
                 loader.set_epoch(epoch)
         train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, task=task, epoch=epoch,
                                      model_name=name, scaler=scaler, amp=amp, device=device, progress=progress)
+        if hasattr(train_loader, "all_reduce_mean"):  # [distributed] mean over the ranks' shards
+            train_loss = train_loader.all_reduce_mean(train_loss)
         if config.bn_recalibrate:
             plain = train_loader.plain() if hasattr(train_loader, "plain") else train_loader
-            recalibrate_batchnorm(model, plain, device)
-        val = evaluate(model, val_loader, loss_fn, task=task, amp=amp, device=device) if val_loader else {}
+            recalibrate_batchnorm(_plain(model), plain, device)  # [distributed] _plain: no collectives
+        val = evaluate(_plain(model), val_loader, loss_fn, task=task, amp=amp, device=device) if val_loader else {}
         if val and not math.isfinite(val["loss"]):
             raise NonFiniteLossError(f"{name}: validation loss is {val['loss']} after epoch {epoch}")
         row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "val_loss": val.get("loss")}

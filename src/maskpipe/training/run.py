@@ -20,7 +20,7 @@ import torch
 from maskpipe.io import write_csv
 from maskpipe.paths import repo_root
 from maskpipe.tracker import NullTracker, Tracker
-from maskpipe.training import engine
+from maskpipe.training import distributed, engine
 from maskpipe.training.artifact import save_model
 from maskpipe.training.config import normalization, resolve_model_config, train_config
 from maskpipe.training.data import (BatchLoader, TensorCache, class_counts, manifest, prepare_split,
@@ -90,19 +90,27 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
         torch.set_num_threads(threads)
     device = engine.resolve_device(train_cfg.device)
     seed = config.seed
+    # [distributed] under torchrun (train.nproc_per_node > 1, see training/distributed.py) join the
+    # process group; ranks other than 0 write nothing (no outputs, checkpoint, MLflow run or log)
+    dist = distributed.setup(device, threads)
+    device = dist.device
+    if not dist.is_main:
+        tracker, progress, log = NullTracker(), False, (lambda _message: None)
 
     # ---- data
     crops = read_crops(paths.crops_index)
     synth = read_synthetic(paths.synth_index)
     cache_dir = paths.cache_dir or (repo_root() / train_cfg.cache_dir)
     cache = TensorCache(cache_dir, base=Path.cwd(), workers=max(threads, 1), progress=progress)
-    train_split = prepare_split(crops, synth, config, "train", cache)
-    val_split = prepare_split(crops, synth, config, "val", cache, require=False)
+    with dist.rank0_first():  # [distributed] one process builds the tensor cache, the others read it
+        train_split = prepare_split(crops, synth, config, "train", cache)
+        val_split = prepare_split(crops, synth, config, "val", cache, require=False)
     mean, std = normalization(config)
     augmenter = BatchAugmenter.from_config(config, mean, std)
     bs = config.batch_size
-    train_loader = BatchLoader(train_split.images, bs, augmenter, train=True, seed=seed, device=device,
-                               balanced=config.class_balance == "sampler")
+    train_loader = dist.train_loader(  # [distributed] this rank's shard (DistributedSampler)
+        BatchLoader(train_split.images, bs, augmenter, train=True, seed=seed, device=device,
+                    balanced=config.class_balance == "sampler"))
     val_loader = (BatchLoader(val_split.images, bs, augmenter, train=False, seed=seed, device=device)
                   if len(val_split.samples) else None)
     log(f"{model_name}: profile {config.profile}, device {device}, "
@@ -151,11 +159,14 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
             tracker.log_epoch(row, step=int(row["epoch"]))
 
         result = engine.fit(
-            model, train_loader, val_loader, loss_fn, config, checkpoint_path=ckpt, fingerprint_value=fp,
-            resume=resume, device=device, on_epoch=on_epoch,
+            dist.wrap(model, device), train_loader, val_loader, loss_fn, config,  # [distributed] DDP
+            checkpoint_path=ckpt if dist.is_main else None, fingerprint_value=fp,
+            resume=resume, device=device, on_epoch=on_epoch if dist.is_main else None,
             checkpoint_extra={"mlflow_run_id": run_id},
             stop_after_epoch=stop_after_epoch, progress=progress, log=log,
         )
+        if not dist.is_main:  # [distributed]
+            return
         write_history()
         model.load_state_dict(result.best_state)
         model.to(device)
@@ -196,10 +207,14 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
         if run_id is not None:
             summary["mlflow_run_id"] = run_id
 
-    extra_tags = {"maskpipe.resumed": str(bool(resume)).lower()}
+    extra_tags = {"maskpipe.resumed": str(bool(resume)).lower(),
+                  "maskpipe.processes": str(dist.world_size)}  # [distributed]
     with tracker.run(model_name, config.to_plain(), run_id=resume.get("mlflow_run_id") if resume else None,
                      extra_tags=extra_tags) as run_id:
         body(run_id)
+    dist.close()  # [distributed]
+    if not dist.is_main:
+        return summary
     engine.mark_checkpoint_complete(ckpt)
     log(f"{model_name}: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
         f"val_loss {summary['best_val_loss']}, val_accuracy {summary['best_val_accuracy']}, "
