@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from maskpipe.training import engine
-from maskpipe.training.config import ConfigError, normalization, resolve_model_params
+from maskpipe.settings import ConfigError
+from maskpipe.training.config import normalization, resolve_model_config
 from maskpipe.training.data import BatchLoader, InMemoryImages, select_samples
 from maskpipe.training.losses import build_loss, inverse_frequency_weights
 from maskpipe.training.models import build_model
@@ -20,9 +21,8 @@ MODEL = "mobilenet_v2_3class"
 
 
 def params(profile="tiny", **extra):
-    p = resolve_model_params(tiny_params() if profile == "tiny" else repo_params(), MODEL, profile=profile)
-    p.update(extra)
-    return p
+    p = resolve_model_config(tiny_params() if profile == "tiny" else repo_params(), MODEL, profile=profile)
+    return p.replace(**extra)
 
 
 def test_macro_f1_counts_only_classes_that_occur():
@@ -34,7 +34,7 @@ def test_macro_f1_counts_only_classes_that_occur():
     assert engine.macro_f1(y, pred) == pytest.approx((f1_0 + 1.0 + 0.0) / 3)
     # a class absent from truth and prediction does not pull the mean down
     assert engine.macro_f1(np.array([0, 1]), np.array([0, 1])) == 1.0
-    assert engine.monitor_of({"monitor": "val_macro_f1"}) == ("val_macro_f1", "max")
+    assert engine.monitor_of(params(monitor="val_macro_f1")) == ("val_macro_f1", "max")
 
 
 def test_evaluate_reports_macro_f1_and_fit_keeps_the_best_f1_epoch():
@@ -45,7 +45,7 @@ def test_evaluate_reports_macro_f1_and_fit_keeps_the_best_f1_epoch():
     x = rng.integers(0, 256, (12, 3, 16, 16), dtype=np.uint8)
     y = np.array([0, 1, 2] * 4)
     mean, std = normalization(p)
-    aug = BatchAugmenter.from_params(p, mean, std)
+    aug = BatchAugmenter.from_config(p, mean, std)
     train = BatchLoader(InMemoryImages(x, y), 8, aug, train=True, seed=1)
     val = BatchLoader(InMemoryImages(x, y), 8, aug, train=False)
     model = build_model(p)
@@ -65,9 +65,9 @@ def test_backbone_gets_the_lower_learning_rate_and_head_comes_first():
     assert {id(t) for t in body["params"]} == {id(t) for t in model.backbone.parameters()}
     assert engine.current_lr(opt) == pytest.approx(0.01)  # the logged lr is the head's
     # a model without a separate backbone cannot take the option
-    cnn = resolve_model_params(tiny_params(), "mask_cnn")
+    cnn = resolve_model_config(tiny_params(), "mask_cnn")
     with pytest.raises(ValueError, match="backbone_lr_mult"):
-        engine.make_optimizer(build_model(cnn), {**cnn, "backbone_lr_mult": 0.5})
+        engine.make_optimizer(build_model(cnn), cnn.replace(backbone_lr_mult=0.5))
 
 
 def test_unfreeze_blocks_trains_only_the_last_blocks_and_keeps_the_rest_in_eval():
@@ -79,13 +79,13 @@ def test_unfreeze_blocks_trains_only_the_last_blocks_and_keeps_the_rest_in_eval(
     assert not any(m.training for m in blocks[0].modules()) and blocks[-1].training
     frozen = {**repo_params()["models"][MODEL], "freeze_backbone": True, "unfreeze_blocks": 2}
     with pytest.raises(ConfigError, match="unfreeze_blocks"):
-        resolve_model_params({**repo_params(), "models": {MODEL: frozen}}, MODEL)
+        resolve_model_config({**repo_params(), "models": {**repo_params()["models"], MODEL: frozen}}, MODEL)
 
 
 def test_balanced_sampler_draws_classes_equally_and_repeats_per_epoch():
     labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
     images = InMemoryImages(np.zeros((100, 3, 4, 4), dtype=np.uint8), labels)
-    aug = BatchAugmenter([], [0, 0, 0], [1, 1, 1])
+    aug = BatchAugmenter.normalize_only([0, 0, 0], [1, 1, 1])
     loader = BatchLoader(images, 50, aug, train=True, seed=3, balanced=True)
     drawn = []
     for epoch in range(1, 21):
@@ -102,12 +102,11 @@ def test_balanced_sampler_draws_classes_equally_and_repeats_per_epoch():
 def test_class_weights_are_inverse_frequency():
     w = inverse_frequency_weights([30, 10, 0])
     assert w.tolist() == pytest.approx([40 / (2 * 30), 40 / (2 * 10), 0.0])
-    loss = build_loss({"loss": "cross_entropy", "class_balance": "weights"}, class_counts=[30, 10, 0])
+    loss = build_loss(params(class_balance="weights", loss="cross_entropy"), class_counts=[30, 10, 0])
     assert loss.weight.tolist() == pytest.approx(w.tolist())
     with pytest.raises(ConfigError, match="class_balance"):
-        resolve_model_params({**repo_params(), "models": {MODEL: {**repo_params()["models"][MODEL],
-                                                                   "class_balance": "weights", "loss": "focal"}}},
-                             MODEL)
+        bad = {**repo_params()["models"][MODEL], "class_balance": "weights", "loss": "focal"}
+        resolve_model_config({**repo_params(), "models": {**repo_params()["models"], MODEL: bad}}, MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -132,12 +131,15 @@ def test_synthetic_faces_train_the_three_class_model_but_val_and_test_are_real(f
     assert (select_samples(crops, synth, p, "test", datasets=["synthetic"])["dataset"] == "synthetic").any()
     from maskpipe.evaluation.evaluate import evaluation_sets
 
-    assert "synthetic" not in evaluation_sets(MODEL, p, {})["test"]
+    from maskpipe.evaluation.evaluate import EvaluateConfig
+
+    assert "synthetic" not in evaluation_sets(MODEL, p, EvaluateConfig())["test"]
 
 
 def test_downscale_blurs_about_half_the_images_deterministically():
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8))
-    aug = BatchAugmenter(["downscale"], [0, 0, 0], [1, 1, 1], downscale_range=(0.25, 0.5))
+    aug = BatchAugmenter(["downscale"], [0, 0, 0], [1, 1, 1], rotation_degrees=0.0, scale_range=(1.0, 1.0),
+                         brightness=0.0, contrast=0.0, downscale_range=(0.25, 0.5))
     out = aug(x, generator=torch.Generator().manual_seed(1))
     again = aug(x, generator=torch.Generator().manual_seed(1))
     assert torch.equal(out, again) and out.shape == x.shape
