@@ -46,7 +46,7 @@ def imported_modules(path: Path, src: Path = SRC) -> set[str]:
     is_pkg = path.name == "__init__.py"
     here = _module_name(path, src) if path.is_relative_to(src) else ""
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -60,6 +60,55 @@ def imported_modules(path: Path, src: Path = SRC) -> set[str]:
             # `from maskpipe.x import y` may import the submodule maskpipe.x.y
             found.update(f"{mod}.{a.name}" for a in node.names)
     return {m for m in found if m == PACKAGE or m.startswith(PACKAGE + ".")}
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under ``if TYPE_CHECKING:`` (annotations only: never run)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                todo.extend(child.orelse)
+                continue
+            todo.append(child)
+
+
+def import_cycles(src: Path = SRC) -> list[list[str]]:
+    """Groups of maskpipe modules that import each other in a circle (lazy imports count)."""
+    graph: dict[str, set[str]] = {}
+    for f in sorted(src.rglob("*.py")):
+        name = _module_name(f, src)
+        graph[name] = {m for m in imported_modules(f, src) if m != name and module_file(m, src) is not None}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return cycles
 
 
 def closure(script: Path, src: Path = SRC) -> set[Path]:

@@ -50,3 +50,23 @@ def test_check_command_exit_code():
     done = subprocess.run([sys.executable, "scripts/stage_deps.py", "--check"], cwd=REPO,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_no_import_circles():
+    """No two maskpipe modules import each other, directly or round a loop (lazy imports count;
+    `if TYPE_CHECKING:` imports do not run, so they do not)."""
+    assert _stage_deps().import_cycles() == []
+
+
+def test_import_cycles_are_found(tmp_path):
+    sd = _stage_deps()
+    pkg = tmp_path / "maskpipe"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from maskpipe import b\n")
+    (pkg / "b.py").write_text("def f():\n    from maskpipe.c import g\n")
+    (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from maskpipe import b\n"
+                              "import maskpipe.a\n")
+    assert sd.import_cycles(tmp_path) == [["maskpipe.a", "maskpipe.b", "maskpipe.c"]]
+    (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import maskpipe.a\n")
+    assert sd.import_cycles(tmp_path) == []

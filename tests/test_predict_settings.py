@@ -23,7 +23,7 @@ def test_repo_params_parse(repo):
 @pytest.mark.parametrize("predict, crop, message", [
     ({"batch_size": 0}, {}, r"predict\.batch_size: must be >= 1 and <= 4096, got 0"),
     ({"max_pixels": "abc"}, {}, r"predict\.max_pixels: expected an integer, got 'abc'"),
-    ({"threshold_percentile": 101}, {}, r"predict\.threshold_percentile: must be >= 0 and <= 100"),
+    ({"threshold_percentile": 75}, {}, r"predict\.threshold_percentile: moved to models\.<model>\.threshold_percentile"),
     ({"video_every_n_frames": 0}, {}, r"predict\.video_every_n_frames: must be >= 1"),
     ({"min_face": 4}, {}, r"predict\.min_face: must be >= 8"),
     ({"upsample": 9}, {}, r"predict\.upsample: must be >= 0 and <= 3"),

@@ -145,7 +145,7 @@ def test_batch_loader_is_deterministic_per_epoch_and_covers_everything():
     imgs = np.arange(11 * 3 * 4 * 4, dtype=np.int64).reshape(11, 3, 4, 4) % 251
     data = InMemoryImages(imgs.astype(np.uint8), np.arange(11))
     aug = BatchAugmenter(["hflip"], [0, 0, 0], [1, 1, 1], rotation_degrees=0, scale_range=(1, 1),
-                         brightness=0, contrast=0)
+                         brightness=0, contrast=0, downscale_range=(1, 1))
     loader = BatchLoader(data, 5, aug, train=True, seed=1)
     assert len(loader) == 2  # 5 + 5, the last batch of one image is dropped in training
 

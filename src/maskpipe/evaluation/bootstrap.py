@@ -22,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
+from maskpipe.evaluation.numbers import _r
+
 LEVEL = 0.95
 
 
@@ -92,8 +94,6 @@ def bootstrap_metrics(
 ) -> dict[str, float | None]:
     """``{<prefix>/<metric>_lo: .., <prefix>/<metric>_hi: ..}`` for accuracy, the macro averages,
     per-class precision / recall / F1 and ROC-AUC (same definitions as classification_metrics)."""
-    from maskpipe.evaluation.metrics import _r
-
     classes = list(classes)
     c = len(classes)
     y = np.asarray(y_true, dtype=int)

@@ -23,7 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
-DIGITS = 6  # significant digits of stored metrics: stable diffs, no false precision
+from maskpipe.evaluation.bootstrap import bootstrap_metrics
+from maskpipe.evaluation.numbers import DIGITS, _r, significant  # noqa: F401  (re-exported)
+
 
 
 @dataclass
@@ -44,18 +46,6 @@ class ClassificationResult:
     classes: list[str]
     rocs: list[RocCurve] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def _r(x: float | None) -> float | None:
-    """A JSON-ready number: DIGITS significant digits (small MSE values keep theirs); None if undefined."""
-    if x is None or not np.isfinite(x):
-        return None
-    return float(f"{float(x):.{DIGITS}g}")
-
-
-def significant(values, digits: int = DIGITS) -> np.ndarray:
-    """Array version of _r for plot data (inf stays inf)."""
-    return np.array([float(f"{float(v):.{digits}g}") for v in np.asarray(values, dtype=float).ravel()])
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
@@ -222,8 +212,6 @@ def classification_metrics(
         else:
             m[f"{prefix}/roc_auc"] = _r(float(np.mean(per_class)))
     if groups is not None and n_resamples > 0:
-        from maskpipe.evaluation.bootstrap import bootstrap_metrics
-
         m.update(bootstrap_metrics(y_true, proba, y_pred, classes, groups, prefix, n_resamples, seed))
     return ClassificationResult(m, cm, classes, rocs, notes)
 

@@ -86,6 +86,8 @@ class FrozenBackboneModel(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
         for block in self.frozen_blocks:
             block.eval()
         return self
