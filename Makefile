@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: repro test install browser-deps postgres-deps mlflow-server benchmarks clean-venv
+.PHONY: repro test lint format install browser-deps postgres-deps mlflow-server benchmarks clean-venv
 
 ## make repro: create .venv, install maskpipe, run the whole pipeline on the default data
 repro: install
@@ -16,9 +16,18 @@ repro: install
 	@echo
 	@cat metrics/report.md 2>/dev/null || true
 
-## make test: install as needed, run the test suite
-test: install browser-deps postgres-deps
+## make test: install as needed, lint + format check, run the test suite
+test: install browser-deps postgres-deps lint
 	python -m pytest -q
+
+## make lint: ruff (rules and format settings in pyproject.toml); make format rewrites the files
+lint: install
+	ruff check .
+	ruff format --check .
+
+format: install
+	ruff check --fix .
+	ruff format .
 
 ## Chromium + chromedriver (Debian packages) for tests/test_browser.py
 browser-deps:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -24,13 +23,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from maskpipe.params import load_params  # noqa: E402
 from maskpipe.training.config import normalization, resolve_model_config  # noqa: E402
 from maskpipe.training.data import BatchLoader, InMemoryImages, TensorCache  # noqa: E402
 from maskpipe.training.engine import make_optimizer, train_one_epoch  # noqa: E402
 from maskpipe.training.losses import build_loss  # noqa: E402
 from maskpipe.training.models import build_model  # noqa: E402
 from maskpipe.training.transforms import BatchAugmenter  # noqa: E402
-from maskpipe.params import load_params  # noqa: E402
 
 
 def image_folder(tmp: Path, n: int) -> tuple[Path, list[str], list[int]]:
@@ -50,7 +49,9 @@ def image_folder(tmp: Path, n: int) -> tuple[Path, list[str], list[int]]:
         else:
             files = sorted((mirror / label).iterdir())[: n // 2]
             for f in files:
-                Image.open(f).convert("RGB").resize((256, 256), Image.BILINEAR).save(root / label / f"{f.stem}.png")
+                Image.open(f).convert("RGB").resize((256, 256), Image.BILINEAR).save(
+                    root / label / f"{f.stem}.png"
+                )
         for f in sorted((root / label).iterdir()):
             paths.append(str(f.relative_to(tmp)))
             labels.append(idx)
@@ -78,8 +79,15 @@ class Trainer:
         if hasattr(self.loader, "set_epoch"):
             self.loader.set_epoch(self.epoch)
         t0 = time.perf_counter()
-        train_one_epoch(self.model, self.loader, self.loss_fn, self.opt, task=self.p.task, epoch=self.epoch,
-                        progress=False)
+        train_one_epoch(
+            self.model,
+            self.loader,
+            self.loss_fn,
+            self.opt,
+            task=self.p.task,
+            epoch=self.epoch,
+            progress=False,
+        )
         self.rates.append(self.n / (time.perf_counter() - t0))
 
     @property
@@ -120,13 +128,25 @@ def main() -> None:
         steps = len(loader_a)
 
         # (b) torchvision ImageFolder + PIL transforms, DataLoader with 0 and 2 worker processes
-        from torchvision import datasets, transforms as T
+        from torchvision import datasets
+        from torchvision import transforms as T
 
-        tf = T.Compose([T.Resize((args.size, args.size)), T.RandomHorizontalFlip(), T.RandomRotation(15),
-                        T.ToTensor(), T.Normalize(mean, std)])
+        tf = T.Compose(
+            [
+                T.Resize((args.size, args.size)),
+                T.RandomHorizontalFlip(),
+                T.RandomRotation(15),
+                T.ToTensor(),
+                T.Normalize(mean, std),
+            ]
+        )
         ds = datasets.ImageFolder(str(folder), transform=tf)
-        loaders_b = {w: torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=w,
-                                                    drop_last=True, persistent_workers=w > 0) for w in (0, 2)}
+        loaders_b = {
+            w: torch.utils.data.DataLoader(
+                ds, batch_size=bs, shuffle=True, num_workers=w, drop_last=True, persistent_workers=w > 0
+            )
+            for w in (0, 2)
+        }
 
         # (c) the ceiling: the same steps on random tensors already in memory
         xs = torch.randn(steps, bs, 3, args.size, args.size)
@@ -137,7 +157,7 @@ def main() -> None:
                 return steps
 
             def __iter__(self):
-                return iter(zip(xs, ys))
+                return iter(zip(xs, ys, strict=True))
 
         trainers = {
             "a": Trainer(p, loader_a, steps * bs),
@@ -152,8 +172,10 @@ def main() -> None:
         b = {0: trainers["b0"].best, 2: trainers["b2"].best}
 
     best_b = max(b.values())
-    print(f"bench_dataloader: model {args.model} ({p['arch']}), {args.size}px, batch {bs}, {n} images, "
-          f"{args.epochs} epochs, {args.threads} threads, augment {p['augment']}")
+    print(
+        f"bench_dataloader: model {args.model} ({p['arch']}), {args.size}px, batch {bs}, {n} images, "
+        f"{args.epochs} epochs, {args.threads} threads, augment {p['augment']}"
+    )
     print(f"  tensor cache build (once): {build_s:.2f} s ({n / build_s:.0f} img/s)")
     print(f"  (a) engine loader            {a:8.1f} img/s")
     print(f"  (b) ImageFolder+PIL, 0 wkrs  {b[0]:8.1f} img/s")

@@ -41,19 +41,23 @@ def make_repo(root: Path, size: int = 256) -> None:
         for i, f in enumerate(files):
             rel = f"data/crops/mask_folders/{label}/{f.stem}.png"
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR).save(root / rel, compress_level=1)
+            Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR).save(
+                root / rel, compress_level=1
+            )
             split = "val" if i % 7 == 0 else "train"
             rows.append([f"{label}-{i}", rel, "mask_folders", f"{label}/{f.name}", label, split])
     pd.DataFrame(rows, columns=["face_id", "crop_path", "dataset", "source_image", "label", "split"]).to_csv(
-        root / "data/crops/index.csv", index=False)
+        root / "data/crops/index.csv", index=False
+    )
 
 
 def params_for(model: str, epochs: int, threads: int, nproc: int) -> dict:
     import yaml
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"].update(profile="cpu", device="cpu", num_threads=threads, nproc_per_node=nproc,
-                           cache_dir="data/cache")
+    params["train"].update(
+        profile="cpu", device="cpu", num_threads=threads, nproc_per_node=nproc, cache_dir="data/cache"
+    )
     params["profiles"]["cpu"].setdefault(model, {})["epochs"] = epochs
     params["profiles"]["cpu"][model]["patience"] = epochs + 1  # no early stop: equal work in every run
     params["models"] = {model: params["models"][model]}
@@ -92,10 +96,22 @@ def warm_cache(root: Path, params: dict, model: str) -> None:
 def timed_run(root: Path, model: str, nproc: int) -> tuple[float, float, dict]:
     out = root / f"summary-{nproc}.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "DVC_"))}
-    env.update(PYTHONPATH=str(REPO / "src"), MLFLOW_DISABLE_TELEMETRY="true",
-               MASKPIPE_DISTRIBUTED_CHILD="1")  # the worker must not relaunch itself
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(Path(__file__).resolve()), "--worker", "--model", model, "--out", str(out)]
+    env.update(
+        PYTHONPATH=str(REPO / "src"), MLFLOW_DISABLE_TELEMETRY="true", MASKPIPE_DISTRIBUTED_CHILD="1"
+    )  # the worker must not relaunch itself
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--model",
+        model,
+        "--out",
+        str(out),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -127,20 +143,33 @@ def main() -> None:
         for _ in range(args.repeats):
             for nproc in (1, 2):  # interleaved, so a change in machine load hits both
                 (root / "params.yaml").write_text(
-                    yaml.safe_dump(params_for(args.model, args.epochs, args.threads, nproc), sort_keys=False))
+                    yaml.safe_dump(params_for(args.model, args.epochs, args.threads, nproc), sort_keys=False)
+                )
                 wall, train_s, summary[nproc] = timed_run(root, args.model, nproc)
                 results[nproc].append((wall, train_s))
-                print(f"  {nproc} process(es): wall {wall:6.1f} s, training {train_s:6.1f} s, "
-                      f"val_accuracy {summary[nproc].get('best_val_accuracy')}", flush=True)
+                print(
+                    f"  {nproc} process(es): wall {wall:6.1f} s, training {train_s:6.1f} s, "
+                    f"val_accuracy {summary[nproc].get('best_val_accuracy')}",
+                    flush=True,
+                )
     n_train = summary[1]["n_train"]
-    print(f"\n{args.model}, cpu profile, {args.epochs} epochs x {n_train} train images, "
-          f"{os.cpu_count()} cores, train.num_threads {args.threads} (split between processes)")
-    med = {n: (statistics.median(w for w, _ in r), statistics.median(t for _, t in r)) for n, r in results.items()}
+    print(
+        f"\n{args.model}, cpu profile, {args.epochs} epochs x {n_train} train images, "
+        f"{os.cpu_count()} cores, train.num_threads {args.threads} (split between processes)"
+    )
+    med = {
+        n: (statistics.median(w for w, _ in r), statistics.median(t for _, t in r))
+        for n, r in results.items()
+    }
     for n in (1, 2):
-        print(f"{n} process(es): wall {med[n][0]:.1f} s, training {med[n][1]:.1f} s "
-              f"({n_train * args.epochs / med[n][1]:.0f} img/s)")
-    print(f"ratio 2/1: wall {med[2][0] / med[1][0]:.2f}x, training {med[2][1] / med[1][1]:.2f}x "
-          "(> 1 = slower with 2 processes)")
+        print(
+            f"{n} process(es): wall {med[n][0]:.1f} s, training {med[n][1]:.1f} s "
+            f"({n_train * args.epochs / med[n][1]:.0f} img/s)"
+        )
+    print(
+        f"ratio 2/1: wall {med[2][0] / med[1][0]:.2f}x, training {med[2][1] / med[1][1]:.2f}x "
+        "(> 1 = slower with 2 processes)"
+    )
 
 
 if __name__ == "__main__":

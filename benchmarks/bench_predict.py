@@ -64,14 +64,20 @@ def main() -> None:
     names = [m for m in args.models.split(",") if m] or list(all_params["models"])
     from maskpipe.imaging import open_rgb
 
-    images = [open_rgb(p) for p in sorted(SHARED.glob("*.png"), key=lambda p: (len(p.stem), p.stem))[: args.images]]
+    images = [
+        open_rgb(p) for p in sorted(SHARED.glob("*.png"), key=lambda p: (len(p.stem), p.stem))[: args.images]
+    ]
     print(f"{len(images)} Kaggle images, {args.threads} classifier threads, torch {torch.__version__}")
-    print(f"{'detector':11} {'model':26} {'weights':9} {'arch':20} {'size':>4} {'faces':>5} {'predict faces/s':>16} "
-          f"{'detector faces/s':>17} {'classifier faces/s':>19} {'predict / detector time':>24}")
+    print(
+        f"{'detector':11} {'model':26} {'weights':9} {'arch':20} {'size':>4} {'faces':>5} {'predict faces/s':>16} "
+        f"{'detector faces/s':>17} {'classifier faces/s':>19} {'predict / detector time':>24}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         files = {name: model_file(name, all_params, Path(tmp)) for name in names}
         for det_name in [d for d in args.detectors.split(",") if d]:
-            settings = PredictSettings.from_params(all_params.get("predict"), all_params.get("crop"), detector=det_name)
+            settings = PredictSettings.from_params(
+                all_params.get("predict"), all_params.get("crop"), detector=det_name
+            )
             detector = get_detector(settings.detector)
             detector(images[0])  # warm-up (model load, first-call allocation)
             # the detector alone, as predict runs it: a batch of images at a time (detect_many)
@@ -79,13 +85,18 @@ def main() -> None:
             for _ in range(args.repeat):
                 detections = []
                 for start in range(0, len(images), settings.batch_size):
-                    detections += detector.detect_many(images[start:start + settings.batch_size])
+                    detections += detector.detect_many(images[start : start + settings.batch_size])
             base = (time.perf_counter() - t0) / args.repeat
             n_faces = sum(len(d) for d in detections)
-            crops = [crop_face(img, d.box, settings.crop_settings())[0]
-                     for img, dets in zip(images, detections) for d in dets]
-            print(f"{det_name:11} {'(detector alone)':26} {'':9} {'':20} {'':>4} {n_faces:>5} {'':>16} "
-                  f"{n_faces / base:>17.1f} {'':>19} {'':>24}   {1000 * base / len(images):.0f} ms/image")
+            crops = [
+                crop_face(img, d.box, settings.crop_settings())[0]
+                for img, dets in zip(images, detections, strict=True)
+                for d in dets
+            ]
+            print(
+                f"{det_name:11} {'(detector alone)':26} {'':9} {'':20} {'':>4} {n_faces:>5} {'':>16} "
+                f"{n_faces / base:>17.1f} {'':>19} {'':>24}   {1000 * base / len(images):.0f} ms/image"
+            )
             for name in names:
                 path, kind = files[name]
                 predictor = Predictor.from_path(path, settings)
@@ -93,16 +104,18 @@ def main() -> None:
                 t0 = time.perf_counter()
                 for _ in range(args.repeat):
                     for start in range(0, len(images), settings.batch_size):
-                        predictor.predict_images(images[start:start + settings.batch_size])
+                        predictor.predict_images(images[start : start + settings.batch_size])
                 total = (time.perf_counter() - t0) / args.repeat
                 t0 = time.perf_counter()
                 for _ in range(args.repeat):
                     predictor.classify(crops)
                 cls = (time.perf_counter() - t0) / args.repeat
                 meta = predictor.meta
-                print(f"{det_name:11} {name:26} {kind:9} {meta['arch']:20} {meta['image_size']:>4} {n_faces:>5} "
-                      f"{n_faces / total:>16.1f} {n_faces / base:>17.1f} {n_faces / cls:>19.1f} {total / base:>23.2f}x",
-                      flush=True)
+                print(
+                    f"{det_name:11} {name:26} {kind:9} {meta['arch']:20} {meta['image_size']:>4} {n_faces:>5} "
+                    f"{n_faces / total:>16.1f} {n_faces / base:>17.1f} {n_faces / cls:>19.1f} {total / base:>23.2f}x",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

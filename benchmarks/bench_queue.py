@@ -29,9 +29,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_ddp import make_repo  # noqa: E402  (the mirror as crops + index.csv)
 
 MODEL = "mask_cnn"
-VARIANTS = [f"models.{MODEL}.lr=0.0005", f"models.{MODEL}.lr=0.002",
-            f"models.{MODEL}.batch_size=16", f"models.{MODEL}.batch_size=64",
-            f"models.{MODEL}.lr=0.003", f"models.{MODEL}.weight_decay=0.0001"]
+VARIANTS = [
+    f"models.{MODEL}.lr=0.0005",
+    f"models.{MODEL}.lr=0.002",
+    f"models.{MODEL}.batch_size=16",
+    f"models.{MODEL}.batch_size=64",
+    f"models.{MODEL}.lr=0.003",
+    f"models.{MODEL}.weight_decay=0.0001",
+]
 
 
 def sh(cmd: list[str], cwd: Path, env: dict) -> str:
@@ -59,7 +64,9 @@ def setup(root: Path, profile: str, env: dict) -> None:
     make_repo(root)
     (root / "data/synthetic").mkdir(parents=True)
     (root / "data/synthetic/index.csv").write_text("synth_id,path,source_face_id,label,split\n")
-    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/data/cache/\n/data/models/*/checkpoint.pt\n")
+    (root / ".gitignore").write_text(
+        "/mlflow.db\n/mlartifacts/\n/data/cache/\n/data/models/*/checkpoint.pt\n"
+    )
     sh(["git", "init", "-q"], root, env)
     sh(["dvc", "init", "-q"], root, env)
     sh(["dvc", "add", "-q", "data/crops", "data/synthetic"], root, env)
@@ -84,7 +91,7 @@ def queue_round(root: Path, env: dict, variants: list[str], jobs: int) -> float:
     elapsed = time.perf_counter() - t0
     failed = [ln for ln in lines if "Failed" in ln]
     if failed:
-        sys.exit(f"bench_queue: failed experiments:\n" + "\n".join(failed))
+        sys.exit("bench_queue: failed experiments:\n" + "\n".join(failed))
     sh(["dvc", "queue", "stop"], root, env)
     sh(["dvc", "queue", "remove", "--success"], root, env)
     return elapsed
@@ -97,9 +104,15 @@ def main() -> None:
     args = ap.parse_args()
     variants = VARIANTS[: args.variants]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "DVC_"))}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", DVC_NO_ANALYTICS="1",
-               MLFLOW_DISABLE_TELEMETRY="true", GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.invalid",
-               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.invalid")
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@example.invalid",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@example.invalid",
+    )
     with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
@@ -109,8 +122,10 @@ def main() -> None:
         for jobs in (1, 2):
             times[jobs] = queue_round(root, env, variants, jobs)
             print(f"-j {jobs}: {len(variants)} queued {MODEL} experiments in {times[jobs]:.1f} s", flush=True)
-    print(f"\n{len(variants)} x {MODEL} ({args.profile} profile), {os.cpu_count()} cores: "
-          f"-j 1 {times[1]:.1f} s, -j 2 {times[2]:.1f} s, ratio -j2/-j1 {times[2] / times[1]:.2f}")
+    print(
+        f"\n{len(variants)} x {MODEL} ({args.profile} profile), {os.cpu_count()} cores: "
+        f"-j 1 {times[1]:.1f} s, -j 2 {times[2]:.1f} s, ratio -j2/-j1 {times[2] / times[1]:.2f}"
+    )
 
 
 if __name__ == "__main__":

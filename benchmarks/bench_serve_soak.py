@@ -80,8 +80,12 @@ def run_round(base: str, images: list[bytes], requests: int, clients: int) -> tu
                 i = next(counter, None)
             if i is None:
                 return
-            req = urllib.request.Request(f"{base}/predict", data=images[i % len(images)], method="POST",
-                                         headers={"Content-Type": "image/png"})
+            req = urllib.request.Request(
+                f"{base}/predict",
+                data=images[i % len(images)],
+                method="POST",
+                headers={"Content-Type": "image/png"},
+            )
             try:
                 with urllib.request.urlopen(req, timeout=300) as r:
                     r.read()
@@ -125,9 +129,11 @@ def main() -> None:
         try:
             wait_ready(base, proc)
             rss0, threads0 = proc_status(proc.pid)
-            print(f"code {args.src}; model {model.name if args.model else 'small random (64 px small_cnn)'}; "
-                  f"{len(images)} Kaggle images; {args.rounds} rounds x {args.requests} requests, "
-                  f"{args.clients} clients")
+            print(
+                f"code {args.src}; model {model.name if args.model else 'small random (64 px small_cnn)'}; "
+                f"{len(images)} Kaggle images; {args.rounds} rounds x {args.requests} requests, "
+                f"{args.clients} clients"
+            )
             print(f"start   RSS {rss0:7.1f} MB  threads {threads0}")
             rss = [rss0]
             total_s = 0.0
@@ -136,13 +142,19 @@ def main() -> None:
                 total_s += seconds
                 now, threads = proc_status(proc.pid)
                 rss.append(now)
-                print(f"round {r} RSS {now:7.1f} MB  (+{now - rss[-2]:6.1f})  threads {threads:3d}  "
-                      f"{args.requests / seconds:5.1f} req/s  statuses {dict(sorted(statuses.items()))}")
+                print(
+                    f"round {r} RSS {now:7.1f} MB  (+{now - rss[-2]:6.1f})  threads {threads:3d}  "
+                    f"{args.requests / seconds:5.1f} req/s  statuses {dict(sorted(statuses.items()))}"
+                )
             first, last = rss[1] - rss[0], rss[-1] - rss[-2]
             print(f"end     RSS {rss[-1]:7.1f} MB  overall {args.rounds * args.requests / total_s:.1f} req/s")
             ratio = last / first if first > 0 else float("nan")
-            verdict = "levelled off" if args.rounds > 1 and last <= min(0.1 * first, 50.0) else "still growing"
-            print(f"last-round growth / first-round growth = {last:.1f} / {first:.1f} MB = {ratio:.2f} -> {verdict}")
+            verdict = (
+                "levelled off" if args.rounds > 1 and last <= min(0.1 * first, 50.0) else "still growing"
+            )
+            print(
+                f"last-round growth / first-round growth = {last:.1f} / {first:.1f} MB = {ratio:.2f} -> {verdict}"
+            )
         finally:
             proc.terminate()
             try:

@@ -83,7 +83,9 @@ def main() -> None:
 
         templates = TemplateSet(masktheface)
         textures = {t: load_texture(masktheface, t) for t in settings.textures}
-        synthesize_face(*_first(rows, root), plan_for("warm-up", settings), templates, textures, settings)  # loads models
+        synthesize_face(
+            *_first(rows, root), plan_for("warm-up", settings), templates, textures, settings
+        )  # loads models
         started = time.perf_counter()
         skipped = 0
         for row in rows:

@@ -48,9 +48,13 @@ def fit_from_samples(by_dataset: dict[str, list]) -> tuple[dict[str, np.ndarray]
 
 def shapes_document(shapes: dict[str, np.ndarray], counts: dict[str, int]) -> dict:
     """The JSON document mean_shape.py reads: name -> {faces, points [[x, y] x 68]}."""
-    return {name: {"faces": int(counts[name]),
-                   "points": [[round(float(x), DECIMALS), round(float(y), DECIMALS)] for x, y in shape]}
-            for name, shape in shapes.items()}
+    return {
+        name: {
+            "faces": int(counts[name]),
+            "points": [[round(float(x), DECIMALS), round(float(y), DECIMALS)] for x, y in shape],
+        }
+        for name, shape in shapes.items()
+    }
 
 
 def write_shapes(shapes: dict[str, np.ndarray], counts: dict[str, int], path: Path) -> None:
@@ -59,7 +63,9 @@ def write_shapes(shapes: dict[str, np.ndarray], counts: dict[str, int], path: Pa
     for i, (name, entry) in enumerate(doc.items()):  # one point per line: reviewable diffs
         points = ",\n".join(f"    {json.dumps(p)}" for p in entry["points"])
         comma = "," if i < len(doc) - 1 else ""
-        lines.append(f'  {json.dumps(name)}: {{"faces": {entry["faces"]}, "points": [\n{points}\n  ]}}{comma}')
+        lines.append(
+            f'  {json.dumps(name)}: {{"faces": {entry["faces"]}, "points": [\n{points}\n  ]}}{comma}'
+        )
     lines.append("}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

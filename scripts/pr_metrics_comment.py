@@ -44,8 +44,10 @@ def run(cmd: list[str], cwd: Path) -> str:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         err = (proc.stderr or proc.stdout).strip().splitlines()
-        raise CommandError(f"`{' '.join(cmd[2:] if cmd[1:2] == ['-m'] else cmd)}` failed: "
-                           f"{err[-1] if err else 'exit ' + str(proc.returncode)}")
+        raise CommandError(
+            f"`{' '.join(cmd[2:] if cmd[1:2] == ['-m'] else cmd)}` failed: "
+            f"{err[-1] if err else 'exit ' + str(proc.returncode)}"
+        )
     return proc.stdout
 
 
@@ -76,7 +78,11 @@ def headline_table(diff: dict, pattern: str) -> str:
     rows = []
     for path, metrics in sorted(diff.items()):
         # metrics/<model>.json -> model; metrics/wild/<model>.json -> wild/<model>
-        model = Path(path).stem if Path(path).parent.name in ("metrics", "") else f"{Path(path).parent.name}/{Path(path).stem}"
+        model = (
+            Path(path).stem
+            if Path(path).parent.name in ("metrics", "")
+            else f"{Path(path).parent.name}/{Path(path).stem}"
+        )
         for name, d in sorted(metrics.items()):
             if not rx.search(name):
                 continue
@@ -109,7 +115,9 @@ def _digest(path: str) -> str | None:
         return None
 
 
-def plots_summary(data: dict, base_label: str, head_label: str = "workspace") -> list[tuple[str, str, str, str]]:
+def plots_summary(
+    data: dict, base_label: str, head_label: str = "workspace"
+) -> list[tuple[str, str, str, str]]:
     """[(plot, base points, PR points, status)] for every plot in `dvc plots diff --json` output."""
     rows = []
     for plot_id, renders in sorted(data.items()):
@@ -123,7 +131,9 @@ def plots_summary(data: dict, base_label: str, head_label: str = "workspace") ->
                 # one render per revision; the file DVC wrote for each tells whether it changed
                 revs = render.get("revisions") or []
                 digests = {r: _digest(render.get("url", "")) for r in revs}
-                rows.append((plot_id, "image", revs[0] if revs else "", digests.get(revs[0]) if revs else None))
+                rows.append(
+                    (plot_id, "image", revs[0] if revs else "", digests.get(revs[0]) if revs else None)
+                )
                 continue
             else:
                 continue
@@ -147,8 +157,9 @@ def plots_summary(data: dict, base_label: str, head_label: str = "workspace") ->
     for plot_id, digests in sorted(images.items()):
         old, new = digests.get(base_label), digests.get(head_label)
         has_old, has_new = base_label in digests, head_label in digests
-        status = ("new" if not has_old else "removed" if not has_new
-                  else "unchanged" if old == new else "changed")
+        status = (
+            "new" if not has_old else "removed" if not has_new else "unchanged" if old == new else "changed"
+        )
         out.append((plot_id, "image" if has_old else "–", "image" if has_new else "–", status))
     return out
 
@@ -172,14 +183,18 @@ def plot_errors_table(errors: list) -> str:
         if not isinstance(err, dict):
             by_source.setdefault(str(err), {"revs": set(), "types": set()})
             continue
-        entry = by_source.setdefault(str(err.get("source") or err.get("name")), {"revs": set(), "types": set()})
+        entry = by_source.setdefault(
+            str(err.get("source") or err.get("name")), {"revs": set(), "types": set()}
+        )
         entry["revs"].add(str(err.get("rev", "?")))
         entry["types"].add(str(err.get("type", "error")))
     if not by_source:
         return ""
     rows = ["| file | revisions | error |", "|---|---|---|"]
-    rows += [f"| `{src}` | {', '.join(sorted(e['revs']))} | {', '.join(sorted(e['types']))} |"
-             for src, e in sorted(by_source.items())]
+    rows += [
+        f"| `{src}` | {', '.join(sorted(e['revs']))} | {', '.join(sorted(e['types']))} |"
+        for src, e in sorted(by_source.items())
+    ]
     return _details(f"⚠️ {len(by_source)} plot file(s) could not be read", "\n".join(rows))
 
 
@@ -187,8 +202,9 @@ def _details(summary: str, body: str) -> str:
     return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
 
 
-def build_comment(repo: Path, base: str, plots_out: Path | None, artifact_url: str | None,
-                  headline: str = HEADLINE) -> tuple[str, list[str]]:
+def build_comment(
+    repo: Path, base: str, plots_out: Path | None, artifact_url: str | None, headline: str = HEADLINE
+) -> tuple[str, list[str]]:
     """(markdown, errors)."""
     errors: list[str] = []
     sha = resolve_base(base, repo)  # fails early and clearly on a shallow clone
@@ -206,8 +222,14 @@ def build_comment(repo: Path, base: str, plots_out: Path | None, artifact_url: s
             parts.append(table or "No headline metric changed.")
             n_rows = max(0, len(full.splitlines()) - 2)
             if n_rows > MAX_FULL_ROWS:
-                full = "\n".join(full.splitlines()[:MAX_FULL_ROWS + 2]) + f"\n\n… {n_rows - MAX_FULL_ROWS} more rows"
-            parts += ["", _details(f"All changed metrics ({n_rows}) - <code>dvc metrics diff --md</code>", full)]
+                full = (
+                    "\n".join(full.splitlines()[: MAX_FULL_ROWS + 2])
+                    + f"\n\n… {n_rows - MAX_FULL_ROWS} more rows"
+                )
+            parts += [
+                "",
+                _details(f"All changed metrics ({n_rows}) - <code>dvc metrics diff --md</code>", full),
+            ]
     except (CommandError, json.JSONDecodeError) as exc:
         errors.append(str(exc))
         parts.append(f"⚠️ {exc}")
@@ -229,11 +251,16 @@ def build_comment(repo: Path, base: str, plots_out: Path | None, artifact_url: s
         parts.append(plots_table(rows))
         if plots_out is not None:
             dvc(["plots", "diff", base, "-o", str(plots_out)], repo)
-            where = f"[the `pr-plots` artifact]({artifact_url})" if artifact_url else f"`{plots_out}/index.html`"
+            where = (
+                f"[the `pr-plots` artifact]({artifact_url})" if artifact_url else f"`{plots_out}/index.html`"
+            )
             page = (plots_out if plots_out.is_absolute() else repo / plots_out) / "index.html"
             offline = not REMOTE_SCRIPT.search(page.read_text(encoding="utf-8")) if page.exists() else False
-            how = ("the page works offline" if offline else
-                   "the page loads vega from a CDN (`make install` builds the offline template)")
+            how = (
+                "the page works offline"
+                if offline
+                else "the page loads vega from a CDN (`make install` builds the offline template)"
+            )
             parts += ["", f"Interactive plots (base and this PR overlaid): {where}; {how}."]
         unread = plot_errors_table(data.get("errors") or [])
         if unread:
@@ -242,8 +269,12 @@ def build_comment(repo: Path, base: str, plots_out: Path | None, artifact_url: s
         errors.append(str(exc))
         parts.append(f"⚠️ {exc}")
 
-    parts += ["", "<sub>maskpipe scripts/pr_metrics_comment.py · metrics are those committed under "
-                  "metrics/ (`cache: false`); rerun `dvc repro` and commit them to update.</sub>", ""]
+    parts += [
+        "",
+        "<sub>maskpipe scripts/pr_metrics_comment.py · metrics are those committed under "
+        "metrics/ (`cache: false`); rerun `dvc repro` and commit them to update.</sub>",
+        "",
+    ]
     return "\n".join(parts), errors
 
 

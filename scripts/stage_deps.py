@@ -151,7 +151,8 @@ def missing_deps(dvc_yaml: Path = ROOT / "dvc.yaml", root: Path = ROOT) -> dict[
         dep_paths = [(root / d).resolve() for d in deps]
         needed = [script, *closure(script, root / "src")]
         missing = sorted(
-            str(f.relative_to(root)) for f in needed
+            str(f.relative_to(root))
+            for f in needed
             if not any(f.resolve() == d or d in f.resolve().parents for d in dep_paths)
         )
         if missing:
@@ -189,14 +190,21 @@ def fix(dvc_yaml: Path = ROOT / "dvc.yaml", root: Path = ROOT) -> list[str]:
             indent = len(lines[i + 1]) - len(lines[i + 1].lstrip())
             j = i + 1
             items = []
-            while j < len(lines) and (lines[j].strip() == "" or (len(lines[j]) - len(lines[j].lstrip()) >= indent
-                                                                  and lines[j].lstrip().startswith(("- ", "#")))):
+            while j < len(lines) and (
+                lines[j].strip() == ""
+                or (
+                    len(lines[j]) - len(lines[j].lstrip()) >= indent
+                    and lines[j].lstrip().startswith(("- ", "#"))
+                )
+            ):
                 items.append(lines[j])
                 j += 1
             is_code = [it.lstrip().startswith(("- stages/", "- src/maskpipe")) for it in items]
             wanted = code_deps(scripts[stage][0], root)
-            new = [" " * indent + f"- {d}\n" for d in wanted] + [it for it, c in zip(items, is_code) if not c]
-            if [it for it, c in zip(items, is_code) if c] != new[: len(wanted)]:
+            new = [" " * indent + f"- {d}\n" for d in wanted] + [
+                it for it, c in zip(items, is_code, strict=True) if not c
+            ]
+            if [it for it, c in zip(items, is_code, strict=True) if c] != new[: len(wanted)]:
                 changed.append(stage)
             out.extend(new)
             i = j

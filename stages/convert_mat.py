@@ -25,19 +25,23 @@ def main(
         cfg = mafa.ConvertMatConfig.from_mapping(section("convert_mat", params), "convert_mat")
     except (ParamsError, ConfigError) as exc:
         print(f"convert_mat: error: {exc}", file=sys.stderr)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     try:
         files = {"train": cfg.train_file, "test": cfg.test_file}
         variables = {"train": cfg.train_variable, "test": cfg.test_variable}
-        frames, notes = mafa.convert(raw, files, variables, enabled=dataset_enabled(raw))  # source.json from download
+        frames, notes = mafa.convert(
+            raw, files, variables, enabled=dataset_enabled(raw)
+        )  # source.json from download
         for split, frame in frames.items():
             write_csv(out / f"mafa_{split}.csv", frame)
     except (mafa.MafaFormatError, SourceInfoError, ParamsError) as exc:
         print(f"convert_mat: error: {exc}", file=sys.stderr)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     for note in notes:
         print(f"convert_mat: {note}")
-    print(f"convert_mat: wrote {out}/mafa_train.csv, {out}/mafa_test.csv in {time.perf_counter() - started:.2f} s")
+    print(
+        f"convert_mat: wrote {out}/mafa_train.csv, {out}/mafa_test.csv in {time.perf_counter() - started:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ from maskpipe.settings import ConfigError
 
 def main(
     raw: Path = typer.Option(Path("data/raw"), help="datasets written by the download stage"),
-    interim: Path = typer.Option(Path("data/interim"), help="mafa_train.csv / mafa_test.csv from convert_mat"),
+    interim: Path = typer.Option(
+        Path("data/interim"), help="mafa_train.csv / mafa_test.csv from convert_mat"
+    ),
     out: Path = typer.Option(Path("data/crops"), help="output folder (replaced as a whole)"),
     metrics: Path = typer.Option(Path("metrics/data.json"), help="summary counts"),
     params: Path = typer.Option(Path("params.yaml"), help="parameters file"),
@@ -46,10 +48,10 @@ def main(
         )
     except ConfigError as exc:  # a params value: exit 2, like a bad command-line option
         print(f"crop: error: {exc}", file=sys.stderr)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except (ParamsError, MafaFormatError, ValueError) as exc:
         print(f"crop: error: {exc}", file=sys.stderr)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     write_json(metrics, result.summary)
     print(format_summary(result.summary))
     print(

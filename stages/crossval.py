@@ -53,17 +53,23 @@ def main(
         if not name:
             raise CrossValidationError("params.yaml: crossval.model names no model")
         shutil.rmtree(work_dir / name, ignore_errors=True)  # fold models of an earlier run: never resumed
-        cv = cross_validate(name, all_params, k, crops_index=crops_index, synth_index=synth_index,
-                            work_dir=work_dir / name)
+        cv = cross_validate(
+            name, all_params, k, crops_index=crops_index, synth_index=synth_index, work_dir=work_dir / name
+        )
     except (ParamsError, ConfigError, DataError, CrossValidationError, ValueError) as exc:
         typer.echo(f"crossval: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     write_json(metrics_file, cv.metrics)
     write_csv(folds_file, cv.folds)
     m = cv.metrics
-    typer.echo(f"crossval {name}, {k} folds: macro_f1 {m.get('cv/macro_f1_mean')} +- {m.get('cv/macro_f1_std')}; "
-               + ", ".join(f"{key[3:-5]} {v} +- {m.get(key[:-5] + '_std')}" for key, v in m.items()
-                           if key.startswith("cv/recall/") and key.endswith("_mean")))
+    typer.echo(
+        f"crossval {name}, {k} folds: macro_f1 {m.get('cv/macro_f1_mean')} +- {m.get('cv/macro_f1_std')}; "
+        + ", ".join(
+            f"{key[3:-5]} {v} +- {m.get(key[:-5] + '_std')}"
+            for key, v in m.items()
+            if key.startswith("cv/recall/") and key.endswith("_mean")
+        )
+    )
 
 
 if __name__ == "__main__":

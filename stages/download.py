@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,7 +13,7 @@ from maskpipe.params import ParamsError, section
 def main(
     name: str = typer.Argument(..., help="dataset name, a key of params.yaml `datasets:`"),
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default data/raw/NAME)"),
+    out: Path | None = typer.Option(None, help="output folder (default data/raw/NAME)"),
 ) -> None:
     try:
         datasets = section("datasets", params)
@@ -24,10 +23,10 @@ def main(
         info = fetch_dataset(name, datasets[name], out or Path("data/raw") / name)
     except (ParamsError, DatasetConfigError) as exc:  # a params.yaml problem: one line, exit 2
         typer.echo(f"download: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except DatasetUnavailable as exc:
         typer.echo(f"download: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     if not info["enabled"]:
         typer.echo(f"{name}: disabled (enable with: dvc exp run -S datasets.{name}.enabled=true)")
         return

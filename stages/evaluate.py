@@ -37,7 +37,7 @@ def main(
         eval_config = EvaluateConfig.from_mapping(section("evaluate", params), "evaluate")
     except (ParamsError, ConfigError) as exc:
         typer.echo(f"evaluate: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     try:
         out = evaluate_model(
             model,
@@ -52,10 +52,12 @@ def main(
         )
     except (ParamsError, EvaluationError, ArtifactError, DataError, FileNotFoundError) as exc:
         typer.echo(f"evaluate: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     m = out.metrics
-    shown = [k for k in m if k.split("/", 1)[-1] in ("n", "accuracy", "macro_f1", "roc_auc",
-                                                      "mahalanobis/roc_auc")]
+    shown = [
+        k for k in m if k.split("/", 1)[-1] in ("n", "accuracy", "macro_f1", "roc_auc", "mahalanobis/roc_auc")
+    ]
+
     def shown_value(k: str) -> str:
         lo, hi = m.get(f"{k}_lo"), m.get(f"{k}_hi")
         return f"{m[k]} [{lo}, {hi}]" if lo is not None and hi is not None else f"{m[k]}"

@@ -28,7 +28,7 @@ def main(
     import torch
 
     from maskpipe.evaluation.wild import WildError, evaluate_wild, split_photos
-    from maskpipe.predict import Predictor, PredictError, PredictSettings
+    from maskpipe.predict import PredictError, Predictor, PredictSettings
 
     try:
         all_params = load_params(params)
@@ -38,16 +38,25 @@ def main(
         photos = split_photos(crops, raw_dir / dataset, dataset=dataset, split=str(cfg.get("split", "test")))
         settings = PredictSettings.from_params(all_params.get("predict"), all_params.get("crop"))
         predictor = Predictor.from_path(models_dir / model / "model.pt", settings)
-        m = evaluate_wild(model, predictor, photos, metrics_dir / f"{model}.json", plots_dir / model / "wild",
-                          iou_threshold=float(cfg.get("iou_threshold", 0.5)), grid_size=int(cfg.get("grid_size", 9)),
-                          batch_size=int(cfg.get("batch_size", 8)),
-                          details_path=metrics_dir / f"{model}.details.json")
+        m = evaluate_wild(
+            model,
+            predictor,
+            photos,
+            metrics_dir / f"{model}.json",
+            plots_dir / model / "wild",
+            iou_threshold=float(cfg.get("iou_threshold", 0.5)),
+            grid_size=int(cfg.get("grid_size", 9)),
+            batch_size=int(cfg.get("batch_size", 8)),
+            details_path=metrics_dir / f"{model}.details.json",
+        )
     except (ParamsError, WildError, PredictError, ValueError) as exc:
         typer.echo(f"evaluate_wild: {exc}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"{model} + {settings.detector.name} on {m['photos']} test photos ({m['faces']} faces): "
-               f"mAP@0.5 {m['map50']}, detection recall {m['detection/recall']} precision "
-               f"{m['detection/precision']}, matched faces labelled right {m['accuracy_matched']}")
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"{model} + {settings.detector.name} on {m['photos']} test photos ({m['faces']} faces): "
+        f"mAP@0.5 {m['map50']}, detection recall {m['detection/recall']} precision "
+        f"{m['detection/precision']}, matched faces labelled right {m['accuracy_matched']}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ from maskpipe.synth.templates import TemplateError
 
 def main(
     crops: Path = typer.Option(Path("data/crops/index.csv"), help="crop index written by the crop stage"),
-    templates: Path = typer.Option(Path("data/raw/masktheface"), help="MaskTheFace folder (masks.cfg, templates/, textures/)"),
+    templates: Path = typer.Option(
+        Path("data/raw/masktheface"), help="MaskTheFace folder (masks.cfg, templates/, textures/)"
+    ),
     out: Path = typer.Option(Path("data/synthetic"), help="output folder (replaced as a whole)"),
     metrics: Path = typer.Option(Path("metrics/synthesis.json"), help="counts"),
     preview: Path = typer.Option(Path("metrics/plots/synthesis_preview.png"), help="preview grid"),
@@ -35,7 +37,9 @@ def main(
         all_params = load_params(params)
         if "synthesize" not in all_params:
             raise ParamsError(f"{params}: missing section 'synthesize'")
-        settings = Settings.from_params(all_params["synthesize"] or {}, all_params.get("seed", 0), f"{params} synthesize")
+        settings = Settings.from_params(
+            all_params["synthesize"] or {}, all_params.get("seed", 0), f"{params} synthesize"
+        )
         result = run_synthesis(crops, templates, out, settings, base=Path.cwd())
         summary = synthesis_metrics(result)
         write_json(metrics, summary)
@@ -48,7 +52,7 @@ def main(
         write_preview(result.records, Path.cwd(), settings.preview_pairs, title, preview)
     except (SynthesisError, TemplateError, ParamsError, ImageReadError) as exc:
         print(f"synthesize: error: {exc}", file=sys.stderr)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     elapsed = time.perf_counter() - started
     print(
         f"synthesize: {summary['written']} images from {summary['faces_in']} faces "

@@ -47,7 +47,7 @@ def main(
         train_config(all_params)
     except (ParamsError, ConfigError) as exc:
         typer.echo(f"train@{model}: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     # [distributed] train.nproc_per_node > 1: become `torchrun --nproc_per_node N` running this command
     from maskpipe.training import distributed
 
@@ -57,15 +57,13 @@ def main(
         train_model(model, all_params, TrainPaths(crops_index, synth_index, models_dir, plots_dir))
     except ConfigError as exc:
         typer.echo(f"train@{model}: {exc}", err=True)
-        raise typer.Exit(2)
-    except (DataError, NonFiniteLossError, PretrainedWeightsError,
-            ArtifactError) as exc:
+        raise typer.Exit(2) from None
+    except (DataError, NonFiniteLossError, PretrainedWeightsError, ArtifactError) as exc:
         typer.echo(f"train@{model}: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.echo(f"train@{model}: interrupted; run the stage again to resume from the last epoch",
-                   err=True)
-        raise typer.Exit(130)
+        typer.echo(f"train@{model}: interrupted; run the stage again to resume from the last epoch", err=True)
+        raise typer.Exit(130) from None
 
 
 if __name__ == "__main__":

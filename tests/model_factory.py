@@ -19,15 +19,24 @@ KINDS = {
 }
 
 
-def make_model(folder: Path, kind: str = "multiclass", image_size: int = 32, seed: int = 0,
-               name: str | None = None) -> Path:
+def make_model(
+    folder: Path, kind: str = "multiclass", image_size: int = 32, seed: int = 0, name: str | None = None
+) -> Path:
     from maskpipe.training.artifact import save_model
     from maskpipe.training.config import ModelConfig
     from maskpipe.training.models import build_model
 
     arch, task, classes = KINDS[kind]
-    config = ModelConfig(name=name or f"tiny_{kind}", arch=arch, task=task, classes=list(classes),
-                         datasets=["test"], image_size=image_size, profile="test", seed=seed)
+    config = ModelConfig(
+        name=name or f"tiny_{kind}",
+        arch=arch,
+        task=task,
+        classes=list(classes),
+        datasets=["test"],
+        image_size=image_size,
+        profile="test",
+        seed=seed,
+    )
     torch.manual_seed(seed)
     model = build_model(config, load_weights=False).eval()
     extra = {}
@@ -35,6 +44,14 @@ def make_model(folder: Path, kind: str = "multiclass", image_size: int = 32, see
         # a real artifact stores percentiles of its training errors; any increasing list works here
         extra["error_percentiles"] = [float(v) for v in np.linspace(0.01, 0.2, 101)]
     path = Path(folder) / config.name / "model.pt"
-    save_model(path, model, config, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], epoch=1,
-               best_metric=None, extra=extra)
+    save_model(
+        path,
+        model,
+        config,
+        mean=[0.5, 0.5, 0.5],
+        std=[0.25, 0.25, 0.25],
+        epoch=1,
+        best_metric=None,
+        extra=extra,
+    )
     return path

@@ -7,6 +7,7 @@ the `postgres` user the package creates (else `nobody`), in a temp folder that u
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -30,7 +31,9 @@ def find_bindir() -> Path:
     initdb = shutil.which("initdb")
     if initdb:
         return Path(initdb).resolve().parent
-    raise PostgresUnavailable("PostgreSQL not installed (run tests/postgres_deps.sh: apt-get install postgresql)")
+    raise PostgresUnavailable(
+        "PostgreSQL not installed (run tests/postgres_deps.sh: apt-get install postgresql)"
+    )
 
 
 def free_port() -> int:
@@ -74,30 +77,42 @@ class PostgresServer:
             os.setgid(account.pw_gid)
             os.setgroups([])
             os.setuid(account.pw_uid)
+
         return drop
 
     def _run(self, *args: str, timeout: float = 120) -> None:
-        env = {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-               "HOME": str(self.root)}
-        proc = subprocess.run([str(self.bindir / args[0]), *args[1:]], capture_output=True, text=True,
-                              timeout=timeout, preexec_fn=self._preexec(), env=env, cwd=self.root)
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "HOME": str(self.root),
+        }
+        proc = subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=self._preexec(),
+            env=env,
+            cwd=self.root,
+        )
         if proc.returncode != 0:
             log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
             raise PostgresUnavailable(f"{args[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}\n{log}")
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         self._run("initdb", "-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8", "--no-sync")
-        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off")
+        opts = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start")
         return self
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
-            try:
+            with contextlib.suppress(PostgresUnavailable, subprocess.TimeoutExpired):
                 self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", timeout=60)
-            except (PostgresUnavailable, subprocess.TimeoutExpired):
-                pass
         shutil.rmtree(self.root, ignore_errors=True)
 
     def uri(self, database: str = "postgres") -> str:
@@ -126,7 +141,7 @@ class PostgresServer:
         finally:
             conn.close()
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> PostgresServer:
         try:
             return self.start()
         except BaseException:

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from maskpipe.evaluation.bootstrap import (bootstrap_metrics, resample_weights, group_codes,
-                                           weighted_auc)
+from maskpipe.evaluation.bootstrap import bootstrap_metrics, group_codes, resample_weights, weighted_auc
 from maskpipe.evaluation.metrics import classification_metrics
 
 CLASSES3 = ["with_mask", "without_mask", "mask_weared_incorrect"]
@@ -71,7 +70,9 @@ def test_grouped_resampling_is_wider_when_faces_of_a_photo_agree():
     y = np.tile([0, 1], n_groups * per // 2)
     pred = np.where(right, y, 1 - y)
     proba = np.eye(2)[pred] * 0.8 + 0.1
-    by_photo = bootstrap_metrics(y, proba, pred, ["a", "b"], np.repeat(np.arange(n_groups), per), n_resamples=500)
+    by_photo = bootstrap_metrics(
+        y, proba, pred, ["a", "b"], np.repeat(np.arange(n_groups), per), n_resamples=500
+    )
     by_face = bootstrap_metrics(y, proba, pred, ["a", "b"], np.arange(y.size), n_resamples=500)
     width = lambda ci: ci["test/accuracy_hi"] - ci["test/accuracy_lo"]  # noqa: E731
     assert width(by_photo) > 2 * width(by_face)

@@ -20,7 +20,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from model_factory import make_model
 
 HERE = Path(__file__).resolve().parent
@@ -37,11 +36,15 @@ def _browser_binaries() -> tuple[str | None, str | None]:
 def chromium() -> tuple[str, str]:
     browser, driver = _browser_binaries()
     if not (browser and driver):
-        setup = subprocess.run(["bash", str(HERE / "browser_deps.sh")], capture_output=True, text=True, timeout=900)
+        setup = subprocess.run(
+            ["bash", str(HERE / "browser_deps.sh")], capture_output=True, text=True, timeout=900
+        )
         browser, driver = _browser_binaries()
         if not (browser and driver):
-            reason = ("BROWSER TEST NOT RUN: headless Chromium / chromedriver are not installed and could not be "
-                      f"installed here: {setup.stderr.strip() or setup.stdout.strip()}")
+            reason = (
+                "BROWSER TEST NOT RUN: headless Chromium / chromedriver are not installed and could not be "
+                f"installed here: {setup.stderr.strip() or setup.stdout.strip()}"
+            )
             if os.environ.get("CI"):
                 pytest.fail(reason)
             pytest.skip(reason)
@@ -67,9 +70,12 @@ def server(tmp_path_factory):
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "maskpipe.cli"]
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([*cmd, "serve", "--model", str(model), "--port", str(port)],
-                                stdout=fh, stderr=subprocess.STDOUT,
-                                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+        proc = subprocess.Popen(
+            [*cmd, "serve", "--model", str(model), "--port", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 120
@@ -95,10 +101,20 @@ def browser(chromium, tmp_path):
     binary, driver_path = chromium
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-extensions", "--window-size=1100,1000",
-                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-', dir=tmp_path)}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--window-size=1100,1000",
+        f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-', dir=tmp_path)}",
+    ):
         options.add_argument(flag)
     # an explicit driver path: Selenium Manager (which would download drivers) is not used
     driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
@@ -134,8 +150,12 @@ def test_upload_a_photo_and_see_it_annotated(shared, server, browser, tmp_path):
     status = browser.find_element(By.ID, "status").text
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", status
     result = browser.find_element(By.ID, "result")
-    wait.until(lambda d: result.is_displayed() and d.execute_script("return arguments[0].naturalWidth", result) > 0)
-    assert browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", result) == [400, 242]
+    wait.until(
+        lambda d: result.is_displayed() and d.execute_script("return arguments[0].naturalWidth", result) > 0
+    )
+    assert browser.execute_script(
+        "return [arguments[0].naturalWidth, arguments[0].naturalHeight]", result
+    ) == [400, 242]
     assert result.get_attribute("src").startswith("data:image/png;base64,")
     rows = browser.find_elements(By.CSS_SELECTOR, "#faces tr.face")
     assert len(rows) >= 4 and f"{len(rows)} face(s)" in status
@@ -153,7 +173,9 @@ def test_a_non_image_shows_the_servers_message(server, browser, tmp_path):
     notes.write_text("this is not a picture")
     browser.get(server)
     browser.find_element(By.ID, "file").send_keys(str(notes))
-    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state"))
+    WebDriverWait(browser, 60).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+    )
     status = browser.find_element(By.ID, "status")
     assert "not an image" in status.text and status.get_attribute("class") == "error"
     assert not browser.find_element(By.ID, "result").is_displayed()

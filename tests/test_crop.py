@@ -37,9 +37,13 @@ def voc_xml(filename: str, width: int, height: int, objects: list[tuple]) -> str
     parts = [f"<annotation><folder>images</folder><filename>{filename}</filename>",
              f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size><segmented>0</segmented>"]  # fmt: skip
     for name, *box in objects:
-        bnd = "" if box == [None] else "<bndbox>" + "".join(
-            f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), box)
-        ) + "</bndbox>"
+        bnd = (
+            ""
+            if box == [None]
+            else "<bndbox>"
+            + "".join(f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True))
+            + "</bndbox>"
+        )
         parts.append(f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated>"
                      f"<occluded>0</occluded><difficult>0</difficult>{bnd}</object>")  # fmt: skip
     return "".join(parts) + "</annotation>"
@@ -83,10 +87,14 @@ def make_voc(root: Path) -> None:
     noise(200, 200, seed=2).save(root / "images" / "img4.png")
     data = (root / "images" / "img4.png").read_bytes()
     (root / "images" / "img4.png").write_bytes(data[: len(data) // 2])
-    (root / "annotations" / "img4.xml").write_text(voc_xml("img4.png", 200, 200, [("with_mask", 1, 1, 40, 40)]))
+    (root / "annotations" / "img4.xml").write_text(
+        voc_xml("img4.png", 200, 200, [("with_mask", 1, 1, 40, 40)])
+    )
     (root / "annotations" / "img5.xml").write_text("<annotation><filename>img5.png</filename>")  # broken XML
     noise(64, 64, seed=3).save(root / "images" / "img10.png")
-    (root / "annotations" / "img10.xml").write_text(voc_xml("img10.png", 64, 64, [("without_mask", 8, 8, 56, 56)]))
+    (root / "annotations" / "img10.xml").write_text(
+        voc_xml("img10.png", 64, 64, [("without_mask", 8, 8, 56, 56)])
+    )
 
 
 def exif_rotated_jpeg(path: Path) -> None:
@@ -163,7 +171,9 @@ DATASETS = {
 
 def run(raw: Path, tmp_path: Path, **overrides) -> crop.CropResult:
     cfg = {**CROP_CFG, **overrides}
-    return crop.run_crop(raw, DATASETS, cfg, SPLIT_CFG, 7, tmp_path / "interim", tmp_path / "crops", prefix="data/crops")
+    return crop.run_crop(
+        raw, DATASETS, cfg, SPLIT_CFG, 7, tmp_path / "interim", tmp_path / "crops", prefix="data/crops"
+    )
 
 
 def skip_reasons(result: crop.CropResult, dataset: str) -> list[str]:
@@ -194,7 +204,11 @@ def test_geometry():
     img = Image.new("RGB", (100, 40), (255, 0, 0))
     assert resize_square(img, 32, "stretch").getpixel((16, 1)) == (255, 0, 0)
     boxed = resize_square(img, 32, "letterbox")
-    assert boxed.size == (32, 32) and boxed.getpixel((16, 1)) == (0, 0, 0) and boxed.getpixel((16, 16)) == (255, 0, 0)
+    assert (
+        boxed.size == (32, 32)
+        and boxed.getpixel((16, 1)) == (0, 0, 0)
+        and boxed.getpixel((16, 16)) == (255, 0, 0)
+    )
 
 
 def test_crop_all_formats(raw, tmp_path):
@@ -224,7 +238,10 @@ def test_crop_all_formats(raw, tmp_path):
     vskips = result.skipped[result.skipped.dataset == "voc_set"]
     missing = vskips[vskips.reason == "image_missing"].iloc[0]
     assert missing.source == "annotations/img2.xml" and "img2.png not found" in missing.detail
-    assert result.skipped[result.skipped.reason == "image_corrupt"].source.tolist() == ["images/img3.png", "images/img6.png"]
+    assert result.skipped[result.skipped.reason == "image_corrupt"].source.tolist() == [
+        "images/img3.png",
+        "images/img6.png",
+    ]
 
     # class folders: WithMask/WithoutMask mapped, mode conversions, EXIF honoured, stray file skipped
     f = index[index.dataset == "folder_set"].set_index("source_image")
@@ -275,7 +292,9 @@ def test_crop_all_formats(raw, tmp_path):
 
     # the files on disk say the same
     on_disk = pd.read_csv(out / "index.csv")
-    assert on_disk.face_id.tolist() == index.face_id.tolist() and list(on_disk.columns) == list(CROP_INDEX_COLUMNS)
+    assert on_disk.face_id.tolist() == index.face_id.tolist() and list(on_disk.columns) == list(
+        CROP_INDEX_COLUMNS
+    )
     assert len(pd.read_csv(out / "skipped.csv")) == len(result.skipped)
     assert (out / "duplicates.csv").exists()
     # all faces of a photo in one split
@@ -292,7 +311,10 @@ def test_summary_counts(raw, tmp_path):
     assert labels["with_mask"]["total"] == 1 and labels["without_mask"]["total"] == 2
     assert sum(v["faces"] for v in s["splits"].values()) == 12
     assert s["skipped"]["total"] == len(result.skipped)
-    assert s["skipped"]["by_reason"]["image_missing"] == 2 and s["skipped"]["by_dataset"]["mafa"]["label_excluded"] == 2
+    assert (
+        s["skipped"]["by_reason"]["image_missing"] == 2
+        and s["skipped"]["by_dataset"]["mafa"]["label_excluded"] == 2
+    )
     assert s["near_duplicates"] == {"max_distance": 4, "pairs": 0, "cross_split_pairs": 0}
     table = format_summary(s)
     assert "voc_set" in table and "skipped 15" in table
@@ -333,7 +355,9 @@ def test_near_duplicates_share_a_split(tmp_path):
         noise(40, 40, seed=100 + i).save(folder / f"orig{i}.png")
         noise(40, 40, seed=100 + i).save(folder / f"copy{i}.png")  # same pixels, other file
     datasets = {"dups": {"enabled": True, "format": "folders"}}
-    result = crop.run_crop(raw, datasets, CROP_CFG, {**SPLIT_CFG, "val": 0.3, "test": 0.3}, 1, tmp_path, tmp_path / "c")
+    result = crop.run_crop(
+        raw, datasets, CROP_CFG, {**SPLIT_CFG, "val": 0.3, "test": 0.3}, 1, tmp_path, tmp_path / "c"
+    )
     assert result.summary["near_duplicates"]["pairs"] == 12
     assert result.summary["near_duplicates"]["cross_split_pairs"] == 0
     assert set(result.index.split) == {"train", "val", "test"}
@@ -359,7 +383,9 @@ def test_limit_spreads_over_classes(raw, tmp_path):
 def test_bad_params_are_clear(raw, tmp_path):
     with pytest.raises(ConfigError, match="crop.resize: 'squash' is not one of stretch, letterbox"):
         run(raw, tmp_path, resize="squash")
-    with pytest.raises(ConfigError, match="crop.mafa.train_occluder_types: 'hand' is not one of simple, complex"):
+    with pytest.raises(
+        ConfigError, match="crop.mafa.train_occluder_types: 'hand' is not one of simple, complex"
+    ):
         run(raw, tmp_path, mafa={**CROP_CFG["mafa"], "train_occluder_types": ["hand"]})
 
 
@@ -382,7 +408,10 @@ def test_stage_cli(raw, tmp_path, repo):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr  # a params value: exit 2
-    assert done.stderr.strip() == "crop: error: params.yaml: split.val + split.test must be < 1 (train needs images), got 1.05"
+    assert (
+        done.stderr.strip()
+        == "crop: error: params.yaml: split.val + split.test must be < 1 (train needs images), got 1.05"
+    )
 
 
 @pytest.mark.shared
@@ -401,7 +430,9 @@ def test_mirror_kaggle_crop(shared, tmp_path):
     raw.mkdir()
     (raw / "kaggle_face_mask_detection").symlink_to(shared / "kaggle-face-mask-detection")
     datasets = {"kaggle_face_mask_detection": {"enabled": True, "format": "voc"}}
-    result = crop.run_crop(raw, datasets, {**CROP_CFG, "size": 32, "workers": 2}, SPLIT_CFG, 42, tmp_path, tmp_path / "c")
+    result = crop.run_crop(
+        raw, datasets, {**CROP_CFG, "size": 32, "workers": 2}, SPLIT_CFG, 42, tmp_path, tmp_path / "c"
+    )
     skipped = result.skipped
     assert (skipped.reason == "image_missing").sum() == 853 - 200
     face_skips = skipped[skipped.reason != "image_missing"]
@@ -417,7 +448,11 @@ def test_mirror_kaggle_crop(shared, tmp_path):
 
 def test_face_ids_stay_unique_when_file_names_repeat(tmp_path):
     root = tmp_path / "raw" / "twelve_k"
-    for sub in ("Face Mask Dataset/Train/WithMask", "Face Mask Dataset/Test/WithMask", "Face Mask Dataset/Train/WithoutMask"):
+    for sub in (
+        "Face Mask Dataset/Train/WithMask",
+        "Face Mask Dataset/Test/WithMask",
+        "Face Mask Dataset/Train/WithoutMask",
+    ):
         (root / sub).mkdir(parents=True)
         noise(30, 30, seed=len(sub)).save(root / sub / "1.png")
     noise(30, 30, seed=1).save(root / "Face Mask Dataset" / "Train" / "WithMask" / "2.png")
@@ -432,7 +467,9 @@ def test_face_ids_stay_unique_when_file_names_repeat(tmp_path):
     }
     assert [s.faces[0].label for s in got.sources] == ["with_mask", "with_mask", "with_mask", "without_mask"]
     # paths the slug cannot tell apart get a hash
-    clash = [SourceImage("d", Path(p), p, p, [Face(0, "with_mask", None)]) for p in ("a b/x.png", "a_b/x.png")]
+    clash = [
+        SourceImage("d", Path(p), p, p, [Face(0, "with_mask", None)]) for p in ("a b/x.png", "a_b/x.png")
+    ]
     assign_face_ids(clash)
     assert clash[0].faces[0].face_id != clash[1].faces[0].face_id
     assert all(s.faces[0].face_id.startswith("d-a_b_x_") for s in clash)
@@ -443,20 +480,41 @@ def write_stage_params(repo: Path, tmp_path: Path, **crop_overrides) -> list[str
     params["datasets"] = DATASETS
     params["crop"] = {**params["crop"], "size": SIZE, **crop_overrides}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return [sys.executable, str(repo / "stages" / "crop.py"), "--raw", str(tmp_path / "raw"), "--interim",
-            str(tmp_path / "interim"), "--out", "data/crops", "--metrics", "metrics/data.json", "--params", "params.yaml"]
+    return [
+        sys.executable,
+        str(repo / "stages" / "crop.py"),
+        "--raw",
+        str(tmp_path / "raw"),
+        "--interim",
+        str(tmp_path / "interim"),
+        "--out",
+        "data/crops",
+        "--metrics",
+        "metrics/data.json",
+        "--params",
+        "params.yaml",
+    ]
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"padding": float("inf")}, "crop: error: params.yaml: crop.padding: expected a finite number, got inf"),
-    ({"padding": "inf"}, "crop: error: params.yaml: crop.padding: expected a number, got 'inf' (a str)"),
-    ({"padding": "abc"}, "crop: error: params.yaml: crop.padding: expected a number, got 'abc' (a str)"),
-    ({"padding": 3}, "crop: error: params.yaml: crop.padding: must be >= 0 and <= 2, got 3.0"),
-    ({"size": 0}, "crop: error: params.yaml: crop.size: must be >= 8 and <= 4096, got 0"),
-    ({"min_face": -1}, "crop: error: params.yaml: crop.min_face: must be >= 1 and <= 4096, got -1"),
-    ({"png_compress_level": 12}, "crop: error: params.yaml: crop.png_compress_level: must be >= 0 and <= 9, got 12"),
-    ({"paddng": 0.1}, "crop: error: params.yaml: crop.paddng: unknown key (did you mean 'padding'?)"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"padding": float("inf")},
+            "crop: error: params.yaml: crop.padding: expected a finite number, got inf",
+        ),
+        ({"padding": "inf"}, "crop: error: params.yaml: crop.padding: expected a number, got 'inf' (a str)"),
+        ({"padding": "abc"}, "crop: error: params.yaml: crop.padding: expected a number, got 'abc' (a str)"),
+        ({"padding": 3}, "crop: error: params.yaml: crop.padding: must be >= 0 and <= 2, got 3.0"),
+        ({"size": 0}, "crop: error: params.yaml: crop.size: must be >= 8 and <= 4096, got 0"),
+        ({"min_face": -1}, "crop: error: params.yaml: crop.min_face: must be >= 1 and <= 4096, got -1"),
+        (
+            {"png_compress_level": 12},
+            "crop: error: params.yaml: crop.png_compress_level: must be >= 0 and <= 9, got 12",
+        ),
+        ({"paddng": 0.1}, "crop: error: params.yaml: crop.paddng: unknown key (did you mean 'padding'?)"),
+    ],
+)
 def test_stage_bad_params_one_line_exit_2(raw, tmp_path, repo, overrides, message):
     """Issue 13 item 4: `dvc exp run -S crop.padding=inf` / `=abc` gave a traceback / an unnamed error."""
     cmd = write_stage_params(repo, tmp_path, **overrides)
@@ -496,8 +554,9 @@ def test_crop_skips_images_over_the_pixel_cap(tmp_path):
     noise(30, 30, seed=2).save(folder / "tiny.png")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = crop.run_crop(tmp_path / "raw", {"big": {"format": "folders"}}, CROP_CFG, SPLIT_CFG, 1, tmp_path,
-                               tmp_path / "c")
+        result = crop.run_crop(
+            tmp_path / "raw", {"big": {"format": "folders"}}, CROP_CFG, SPLIT_CFG, 1, tmp_path, tmp_path / "c"
+        )
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
     assert sorted(result.index.source_image) == ["with_mask/small.png", "with_mask/tiny.png"]
     (row,) = result.skipped.to_dict("records")
@@ -506,7 +565,16 @@ def test_crop_skips_images_over_the_pixel_cap(tmp_path):
     on_disk = pd.read_csv(tmp_path / "c" / "skipped.csv")
     assert on_disk.reason.tolist() == ["image_too_large"]
     # a lower cap is a params value like any other
-    low = crop.run_crop(tmp_path / "raw", {"big": {"format": "folders"}}, {**CROP_CFG, "max_pixels": 1000},
-                        SPLIT_CFG, 1, tmp_path, tmp_path / "c")
+    low = crop.run_crop(
+        tmp_path / "raw",
+        {"big": {"format": "folders"}},
+        {**CROP_CFG, "max_pixels": 1000},
+        SPLIT_CFG,
+        1,
+        tmp_path,
+        tmp_path / "c",
+    )
     assert low.skipped.source.tolist() == ["with_mask/huge.png", "with_mask/small.png"]
-    assert set(low.skipped.reason) == {"image_too_large"} and low.index.source_image.tolist() == ["with_mask/tiny.png"]
+    assert set(low.skipped.reason) == {"image_too_large"} and low.index.source_image.tolist() == [
+        "with_mask/tiny.png"
+    ]

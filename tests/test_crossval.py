@@ -13,11 +13,20 @@ import pytest
 import yaml
 from PIL import Image
 
-from maskpipe.evaluation.crossval import (CrossValidationError, assign_folds, cross_validate, fold_indexes,
-                                          summarise)
+from maskpipe.evaluation.crossval import (
+    CrossValidationError,
+    assign_folds,
+    cross_validate,
+    fold_indexes,
+    summarise,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-COLOURS = {"with_mask": (40, 80, 200), "without_mask": (220, 170, 140), "mask_weared_incorrect": (120, 200, 90)}
+COLOURS = {
+    "with_mask": (40, 80, 200),
+    "without_mask": (220, 170, 140),
+    "mask_weared_incorrect": (120, 200, 90),
+}
 LABELS3 = ["with_mask", "without_mask", "mask_weared_incorrect"]
 
 
@@ -32,8 +41,16 @@ def make_photos(root: Path, n_photos: int = 24, faces: int = 3) -> Path:
             img = np.clip(np.array(COLOURS[label], float) + rng.normal(0, 20, (24, 24, 3)), 0, 255)
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img.astype(np.uint8)).save(root / rel)
-            rows.append({"face_id": f"p{p}_f{f}", "crop_path": rel, "dataset": "kaggle",
-                         "source_image": f"p{p}.jpg", "label": label, "split": "test" if p < 4 else "train"})
+            rows.append(
+                {
+                    "face_id": f"p{p}_f{f}",
+                    "crop_path": rel,
+                    "dataset": "kaggle",
+                    "source_image": f"p{p}.jpg",
+                    "label": label,
+                    "split": "test" if p < 4 else "train",
+                }
+            )
     index = root / "data/crops/index.csv"
     pd.DataFrame(rows).to_csv(index, index=False)
     return index
@@ -43,8 +60,16 @@ def tiny_params() -> dict:
     return {
         "seed": 3,
         "train": {"profile": "tiny", "num_threads": 1},
-        "models": {"three": {"arch": "small_cnn", "task": "multiclass", "datasets": ["kaggle"],
-                             "classes": LABELS3, "loss": "cross_entropy", "image_size": 32}},
+        "models": {
+            "three": {
+                "arch": "small_cnn",
+                "task": "multiclass",
+                "datasets": ["kaggle"],
+                "classes": LABELS3,
+                "loss": "cross_entropy",
+                "image_size": 32,
+            }
+        },
         "profiles": {"tiny": {"all": {"epochs": 1, "image_size": 16, "batch_size": 8, "max_samples": 64}}},
     }
 
@@ -58,8 +83,15 @@ def test_folds_keep_each_photo_together_and_leave_the_test_split_out(tmp_path):
     sizes = folds[folds >= 0].value_counts()
     assert sorted(sizes.index) == [0, 1, 2] and sizes.max() - sizes.min() <= 3  # one photo = 3 faces
     assert folds.equals(assign_folds(crops.sample(frac=1, random_state=0).sort_index(), 3, seed=1))
-    synth = pd.DataFrame({"synth_id": ["s"], "path": ["x.png"], "source_face_id": [crops["face_id"][20]],
-                          "label": ["with_mask"], "split": ["train"]})
+    synth = pd.DataFrame(
+        {
+            "synth_id": ["s"],
+            "path": ["x.png"],
+            "source_face_id": [crops["face_id"][20]],
+            "label": ["with_mask"],
+            "split": ["train"],
+        }
+    )
     c, s = fold_indexes(crops, synth, folds, 0, 3)
     assert set(c["split"]) == {"test", "val", "train", "cv_unused"}
     assert (c.loc[folds == 0, "split"] == "test").all() and (c.loc[folds == 1, "split"] == "val").all()
@@ -71,9 +103,16 @@ def test_folds_keep_each_photo_together_and_leave_the_test_split_out(tmp_path):
 
 
 def test_summary_gives_mean_spread_min_max():
-    m = summarise([{"fold": 1, "n": 10, "macro_f1": 0.5, "recall/x": None},
-                   {"fold": 2, "n": 12, "macro_f1": 0.7, "recall/x": 0.4}], 2)
-    assert m["cv/macro_f1_mean"] == pytest.approx(0.6) and m["cv/macro_f1_std"] == pytest.approx(0.141421, abs=1e-6)
+    m = summarise(
+        [
+            {"fold": 1, "n": 10, "macro_f1": 0.5, "recall/x": None},
+            {"fold": 2, "n": 12, "macro_f1": 0.7, "recall/x": 0.4},
+        ],
+        2,
+    )
+    assert m["cv/macro_f1_mean"] == pytest.approx(0.6) and m["cv/macro_f1_std"] == pytest.approx(
+        0.141421, abs=1e-6
+    )
     assert m["cv/macro_f1_min"] == 0.5 and m["cv/macro_f1_max"] == 0.7
     assert m["cv/recall/x_mean"] == 0.4 and m["cv/recall/x_std"] is None and m["cv/n_mean"] == 11
 
@@ -82,8 +121,16 @@ def test_two_folds_on_the_tiny_profile_train_through_train_model(tmp_path, monke
     index = make_photos(tmp_path)
     monkeypatch.chdir(tmp_path)
     logged: list[str] = []
-    cv = cross_validate("three", tiny_params(), 2, crops_index=index, synth_index=tmp_path / "none.csv",
-                        work_dir=tmp_path / "data/cv/three", base=tmp_path, log=logged.append)
+    cv = cross_validate(
+        "three",
+        tiny_params(),
+        2,
+        crops_index=index,
+        synth_index=tmp_path / "none.csv",
+        work_dir=tmp_path / "data/cv/three",
+        base=tmp_path,
+        log=logged.append,
+    )
     assert list(cv.folds["fold"]) == [1, 2]
     # every pool face is held out exactly once: 20 photos x 3 faces
     assert cv.folds["n"].sum() == 60
@@ -105,9 +152,16 @@ def test_stage_off_by_default_and_refuses_a_oneclass_model(tmp_path):
     off = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert off.returncode == 0, off.stderr
     assert json.loads((tmp_path / "metrics/cv.json").read_text()) == {"cv/folds": 0}
-    params["models"]["ae"] = {"arch": "conv_autoencoder", "task": "oneclass", "datasets": ["kaggle"],
-                              "classes": ["with_mask"], "image_size": 32}
+    params["models"]["ae"] = {
+        "arch": "conv_autoencoder",
+        "task": "oneclass",
+        "datasets": ["kaggle"],
+        "classes": ["with_mask"],
+        "image_size": 32,
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     make_photos(tmp_path)
-    bad = subprocess.run(cmd + ["--folds", "2", "--model", "ae"], cwd=tmp_path, capture_output=True, text=True)
+    bad = subprocess.run(
+        cmd + ["--folds", "2", "--model", "ae"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert bad.returncode == 1 and "one-class" in bad.stderr and "Traceback" not in bad.stderr

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from model_factory import make_model
 from typer.testing import CliRunner
 
 from maskpipe.cli import app
 from maskpipe.default_model import NoDefaultModel, choose_default_model
-from model_factory import make_model
 
 THREE = ["with_mask", "without_mask", "mask_weared_incorrect"]
 TWO = ["with_mask", "without_mask"]
@@ -24,8 +24,12 @@ def report(*entries, lower_is_better=False, metric="test/macro_f1"):
 
 
 def test_best_three_class_model_wins_over_a_better_binary_one():
-    r = report(entry("binary_perfect", TWO, 1.0), entry("weak_3class", THREE, 0.6),
-               entry("strong_3class", THREE, 0.93), entry("ae", ["with_mask"], 0.99, task="oneclass"))
+    r = report(
+        entry("binary_perfect", TWO, 1.0),
+        entry("weak_3class", THREE, 0.6),
+        entry("strong_3class", THREE, 0.93),
+        entry("ae", ["with_mask"], 0.99, task="oneclass"),
+    )
     choice = choose_default_model(r)
     assert (choice.model, choice.metric, choice.value) == ("strong_3class", "test/macro_f1", 0.93)
     assert "strong_3class" in choice.describe() and "test/macro_f1" in choice.describe()
@@ -34,7 +38,10 @@ def test_best_three_class_model_wins_over_a_better_binary_one():
 def test_order_of_the_leaderboard_does_not_matter_and_lower_is_better_is_honoured():
     entries = [entry("a", THREE, 0.2), entry("b", list(reversed(THREE)), 0.1), entry("c", THREE, 0.3)]
     assert choose_default_model(report(*entries)).model == "c"
-    assert choose_default_model(report(*reversed(entries), lower_is_better=True, metric="test/loss")).model == "b"
+    assert (
+        choose_default_model(report(*reversed(entries), lower_is_better=True, metric="test/loss")).model
+        == "b"
+    )
 
 
 def test_missing_or_unscored_three_class_models_give_a_clear_error():

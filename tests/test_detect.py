@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskpipe.detect import (CALIBRATION, DetectorSettings, FaceDetector, calibrate_box, clip_box,
-                             detection_recall, get_detector, iou, kaggle_samples)
+from maskpipe.detect import (
+    CALIBRATION,
+    DetectorSettings,
+    FaceDetector,
+    calibrate_box,
+    clip_box,
+    detection_recall,
+    get_detector,
+    iou,
+    kaggle_samples,
+)
 from maskpipe.imaging import open_rgb
 
 KAGGLE = "kaggle-face-mask-detection"
@@ -43,8 +52,8 @@ def test_settings_validation():
 
 def test_params_yaml_default_is_the_measured_retinaface_setting():
     """The README's figures are for retinaface at 2x, score 0.5: params.yaml must select that."""
-    from maskpipe.predict import PredictSettings
     from maskpipe.paths import repo_root
+    from maskpipe.predict import PredictSettings
 
     det = PredictSettings.from_repo(repo_root() / "params.yaml").detector
     assert (det.name, det.upscale, det.score_threshold) == ("retinaface", 2.0, 0.5)
@@ -135,8 +144,10 @@ def test_mtcnn_beats_dlib_hog_on_masked_faces(shared):
     samples = list(kaggle_samples(shared / KAGGLE, limit=40))
     mtcnn = detection_recall(samples, get_detector(DetectorSettings(name="mtcnn")))
     hog = detection_recall(samples, FaceDetector(DetectorSettings(name="dlib_hog", upsample=1)))
-    print(f"\nfirst 40 Kaggle images, recall at IoU 0.5: mtcnn {mtcnn['recall']:.3f} "
-          f"({mtcnn['ms_per_image']:.0f} ms/img), dlib_hog {hog['recall']:.3f} ({hog['ms_per_image']:.0f} ms/img)")
+    print(
+        f"\nfirst 40 Kaggle images, recall at IoU 0.5: mtcnn {mtcnn['recall']:.3f} "
+        f"({mtcnn['ms_per_image']:.0f} ms/img), dlib_hog {hog['recall']:.3f} ({hog['ms_per_image']:.0f} ms/img)"
+    )
     print("dlib_hog by face width:", hog["by_width"])
     assert mtcnn["recall"] > 2 * hog["recall"]
 
@@ -167,7 +178,7 @@ def test_retinaface_upscale_maps_boxes_back_to_the_original_image(shared):
     at2 = FaceDetector(DetectorSettings(name="retinaface", upscale=2.0, calibrate=False))(img)
     at1 = FaceDetector(DetectorSettings(name="retinaface", upscale=1.0, calibrate=False))(big)
     assert len(at2) == len(at1) >= 5
-    for a, b in zip(at2, at1):
+    for a, b in zip(at2, at1, strict=True):
         assert a.raw_box == pytest.approx([v / 2 for v in b.raw_box], abs=0.6)
 
 

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from training_fakes import REPO, make_crops, make_synthetic, tiny_params
 
 from maskpipe.training.distributed import ShardedBatchLoader, nproc_per_node, should_relaunch
 from maskpipe.training.run import TrainPaths, train_model
-from training_fakes import REPO, make_crops, make_synthetic, tiny_params
 
 MODEL = "mask_cnn"
 EPOCHS = 4
@@ -32,8 +32,9 @@ TOLERANCE = 0.19
 
 
 def _fake_repo(root, params):
-    crops = make_crops(root, {"mask_folders": ["with_mask", "without_mask"]}, {"train": 24, "val": 8, "test": 2},
-                       size=40)
+    crops = make_crops(
+        root, {"mask_folders": ["with_mask", "without_mask"]}, {"train": 24, "val": 8, "test": 2}, size=40
+    )
     make_synthetic(root, crops, size=40)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -68,7 +69,9 @@ def test_shards_cover_every_image_once_per_epoch_with_equal_batch_counts():
 
     images = Images(21)
     seen = []
-    loaders = [ShardedBatchLoader(images, 4, augment, train=True, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    loaders = [
+        ShardedBatchLoader(images, 4, augment, train=True, seed=3, rank=r, world_size=2) for r in (0, 1)
+    ]
     for loader in loaders:
         loader.set_epoch(2)
         seen.append([int(v) for _, y in loader for v in y])
@@ -93,14 +96,22 @@ def test_two_gloo_processes_train_like_one(tmp_path, monkeypatch):
     # 2 processes: the real stage, which relaunches itself under torchrun
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "DVC_"))}
     env.update(MLFLOW_DISABLE_TELEMETRY="true")
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), MODEL], cwd=two, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "train.py"), MODEL],
+        cwd=two,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     out = proc.stdout + proc.stderr
 
     # only rank 0 wrote: one model, one history, one finished MLflow run tagged with 2 processes
     # (mlartifacts/ holds the logged pyfunc model's own copy: one logged model, see the run count below)
-    assert [p.relative_to(two).as_posix() for p in (two / "data").rglob("model.pt")] == [f"data/models/{MODEL}/model.pt"]
+    assert [p.relative_to(two).as_posix() for p in (two / "data").rglob("model.pt")] == [
+        f"data/models/{MODEL}/model.pt"
+    ]
     history = pd.read_csv(two / f"metrics/plots/{MODEL}/history.csv")
     assert list(history["epoch"]) == list(range(1, EPOCHS + 1))
     assert out.count(f"{MODEL} epoch 1/{EPOCHS}") == 1, out  # rank 1 logs nothing

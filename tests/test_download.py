@@ -105,7 +105,13 @@ def http_root(tmp_path):
 
 
 def url_cfg(url: str, digest: str, **extra) -> dict:
-    return {"enabled": True, "format": "voc", "sources": [{"url": url, "sha256": digest}], "timeout": 10, **extra}
+    return {
+        "enabled": True,
+        "format": "voc",
+        "sources": [{"url": url, "sha256": digest}],
+        "timeout": 10,
+        **extra,
+    }
 
 
 # ----------------------------------------------------------------- parse_source
@@ -390,7 +396,7 @@ def _zip_with_symlink(name: str, target: str, extra: dict[str, bytes] | None = N
         for link_name, link_target in [(name, target), *links]:
             info = zipfile.ZipInfo(link_name)
             info.create_system = 3  # unix
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, link_target)
     return buf.getvalue()
 
@@ -440,17 +446,20 @@ def _tar_with(members: list[tuple[str, bytes, str]]) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("fmt,member,expected", [
-    # links that stay inside the folder were accepted before issue 13: now any link is refused
-    ("tar", ("images/latest.png", tarfile.SYMTYPE, "a.png"), "symlink"),
-    ("tar", ("images/copy.png", tarfile.LNKTYPE, "images/a.png"), "hardlink"),
-    ("tar", ("dev/null", tarfile.CHRTYPE, ""), "device"),
-    ("tar", ("dev/sda", tarfile.BLKTYPE, ""), "device"),
-    ("tar", ("pipe", tarfile.FIFOTYPE, ""), "FIFO"),
-    ("zip", ("images/latest.png", 0o120777, "a.png"), "symlink"),
-    ("zip", ("pipe", 0o010644, ""), "FIFO"),
-    ("zip", ("dev/null", 0o020666, ""), "character device"),
-])
+@pytest.mark.parametrize(
+    "fmt,member,expected",
+    [
+        # links that stay inside the folder were accepted before issue 13: now any link is refused
+        ("tar", ("images/latest.png", tarfile.SYMTYPE, "a.png"), "symlink"),
+        ("tar", ("images/copy.png", tarfile.LNKTYPE, "images/a.png"), "hardlink"),
+        ("tar", ("dev/null", tarfile.CHRTYPE, ""), "device"),
+        ("tar", ("dev/sda", tarfile.BLKTYPE, ""), "device"),
+        ("tar", ("pipe", tarfile.FIFOTYPE, ""), "FIFO"),
+        ("zip", ("images/latest.png", 0o120777, "a.png"), "symlink"),
+        ("zip", ("pipe", 0o010644, ""), "FIFO"),
+        ("zip", ("dev/null", 0o020666, ""), "character device"),
+    ],
+)
 def test_any_link_or_special_member_refuses_the_archive_before_writing(tmp_path, fmt, member, expected):
     name, kind, target = member
     if fmt == "tar":
@@ -493,7 +502,7 @@ def test_not_an_archive_is_a_clear_failure(tmp_path):
 def _fake_kaggle(monkeypatch, payload: bytes, calls: list):
     api = kaggle_api()  # the real package object; only its network calls are replaced
 
-    def dataset_download_files(dataset, path=None, force=False, quiet=True, unzip=False, licenses=[]):
+    def dataset_download_files(dataset, path=None, force=False, quiet=True, unzip=False, licenses=()):
         calls.append({"dataset": dataset, "path": path, "unzip": unzip})
         slug = dataset.split("/")[1]
         Path(path, f"{slug}.zip").write_bytes(payload)
@@ -508,7 +517,10 @@ def test_kaggle_source_downloads_and_extracts(monkeypatch, tmp_path):
     calls: list = []
     _fake_kaggle(monkeypatch, zip_bytes(members), calls)
     out = tmp_path / "raw" / "kfmd"
-    cfg = {"enabled": True, "sources": [f"mirror:{tmp_path / 'missing'}", "kaggle:andrewmvd/face-mask-detection"]}
+    cfg = {
+        "enabled": True,
+        "sources": [f"mirror:{tmp_path / 'missing'}", "kaggle:andrewmvd/face-mask-detection"],
+    }
     info = fetch_dataset("kfmd", cfg, out)
     assert calls[0] == "auth"
     assert calls[1]["dataset"] == "andrewmvd/face-mask-detection" and calls[1]["unzip"] is False
@@ -617,7 +629,9 @@ def test_all_sources_failing_names_dataset_sources_and_remedies(http_root, monke
     assert f"put the dataset folder (or its downloaded .zip / .tar.gz) at {tmp_path / 'no-mirror'}" in message
     assert "kaggle.json" in message and "datasets.mafa.enabled=false" in message
     assert [a["source"] for a in err.value.attempts] == [
-        f"mirror:{tmp_path / 'no-mirror'}", "kaggle:someone/mafa", f"{base}/gone.zip (sha256 aaaaaaaaaaaa...)"
+        f"mirror:{tmp_path / 'no-mirror'}",
+        "kaggle:someone/mafa",
+        f"{base}/gone.zip (sha256 aaaaaaaaaaaa...)",
     ]
     assert [p.name for p in out.iterdir()] == ["kept.txt"]  # a failed run never damages the output
     assert leftovers(out.parent) == []
@@ -627,19 +641,44 @@ def _run_stage(repo: Path, *args: str, env_extra: dict | None = None) -> subproc
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run(
         [sys.executable, str(repo / "stages/download.py"), *args],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=120,
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_stage_cli_exits_1_with_one_message_and_no_traceback(repo, tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"datasets": {
-        "lfw": {"enabled": True, "format": "lfw", "sources": [f"mirror:{tmp_path / 'absent'}", "kaggle:a/b"]},
-    }}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": {
+                    "lfw": {
+                        "enabled": True,
+                        "format": "lfw",
+                        "sources": [f"mirror:{tmp_path / 'absent'}", "kaggle:a/b"],
+                    },
+                }
+            }
+        )
+    )
     home = tmp_path / "home"
-    result = _run_stage(repo, "lfw", "--params", str(params), "--out", str(tmp_path / "out"),
-                        env_extra={"HOME": str(home), "KAGGLE_CONFIG_DIR": str(home / ".kaggle"),
-                                   "KAGGLE_USERNAME": "", "KAGGLE_KEY": ""})
+    result = _run_stage(
+        repo,
+        "lfw",
+        "--params",
+        str(params),
+        "--out",
+        str(tmp_path / "out"),
+        env_extra={
+            "HOME": str(home),
+            "KAGGLE_CONFIG_DIR": str(home / ".kaggle"),
+            "KAGGLE_USERNAME": "",
+            "KAGGLE_KEY": "",
+        },
+    )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert "dataset 'lfw': no source could provide it" in result.stderr
@@ -647,7 +686,11 @@ def test_stage_cli_exits_1_with_one_message_and_no_traceback(repo, tmp_path):
     assert not (tmp_path / "out").exists()
 
     unknown = _run_stage(repo, "nope", "--params", str(params))
-    assert unknown.returncode == 2 and "no dataset 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
+    assert (
+        unknown.returncode == 2
+        and "no dataset 'nope'" in unknown.stderr
+        and "Traceback" not in unknown.stderr
+    )
 
 
 def test_stage_cli_success_prints_summary(repo, tmp_path):
@@ -675,7 +718,9 @@ def test_real_mirror_kaggle_face_mask_detection(shared, repo, tmp_path, monkeypa
     assert info["files"] == 1053 and info["source"]["kind"] == "mirror"
     mirror = shared / "kaggle-face-mask-detection"
     assert info["checksum"] == tree_checksum(mirror)["checksum"]
-    assert (out / "annotations/maksssksksss0.xml").read_bytes() == (mirror / "annotations/maksssksksss0.xml").read_bytes()
+    assert (out / "annotations/maksssksksss0.xml").read_bytes() == (
+        mirror / "annotations/maksssksksss0.xml"
+    ).read_bytes()
 
 
 # ----------------------------------------------------------------- links and special files (issue 13)
@@ -694,6 +739,7 @@ def _cve_2025_4517_tar(path: Path, extract_dir_len: int, escape_ups: int, payloa
     component = "d" * ((max_path - extract_dir_len - 1) // (len(steps) + 1))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
+
         def add(name, kind, target="", data=b""):
             info = tarfile.TarInfo(name)
             info.type, info.linkname, info.mode = kind, target, 0o777 if kind != tarfile.REGTYPE else 0o644
@@ -732,8 +778,11 @@ def test_cve_2025_4517_tar_mirror_is_refused_and_writes_nothing_outside(tmp_path
 
 
 def test_unknown_key_in_a_dataset_entry_names_the_nearest(tmp_path):
-    with pytest.raises(DatasetConfigError, match=r"^params\.yaml: datasets\.ds\.sourcs: unknown key "
-                                                  r"\(did you mean 'sources'\?\)$"):
+    with pytest.raises(
+        DatasetConfigError,
+        match=r"^params\.yaml: datasets\.ds\.sourcs: unknown key "
+        r"\(did you mean 'sources'\?\)$",
+    ):
         fetch_dataset("ds", {"enabled": True, "sourcs": ["x"]}, tmp_path / "out")
     with pytest.raises(DatasetConfigError, match=r"datasets\.ds\.timeout: must be > 0"):
         fetch_dataset("ds", {"sources": ["x"], "timeout": 0}, tmp_path / "out")

@@ -6,12 +6,11 @@ import itertools
 
 import pytest
 
-from maskpipe.draw_layout import (clamp_into, legend_entries, legend_text, overlap, place_labels,
-                                  place_legend)
+from maskpipe.draw_layout import clamp_into, legend_entries, legend_text, overlap, place_labels, place_legend
 
 
 def rects(spots, sizes):
-    return [(x, y, x + w, y + h) for (x, y), (w, h) in zip(spots, sizes)]
+    return [(x, y, x + w, y + h) for (x, y), (w, h) in zip(spots, sizes, strict=True)]
 
 
 def inside(r, image):
@@ -77,7 +76,9 @@ def test_annotate_draws_a_legend_and_no_label_over_another():
     from maskpipe import draw as draw_mod
 
     img = Image.new("RGB", (200, 120), (0, 0, 0))
-    faces = [{"box": [10 + 22 * i, 30, 30 + 22 * i, 50], "label": "with_mask", "confidence": 0.9} for i in range(8)]
+    faces = [
+        {"box": [10 + 22 * i, 30, 30 + 22 * i, 50], "label": "with_mask", "confidence": 0.9} for i in range(8)
+    ]
     faces.append({"box": [185, 100, 199, 119], "label": "without_mask", "confidence": 0.8})
     placed = []
     real_text = ImageDraw.ImageDraw.text

@@ -35,20 +35,23 @@ def test_check_names_a_missing_module(tmp_path):
     (pkg / "c.py").write_text("import os\n")
     (tmp_path / "stages").mkdir()
     (tmp_path / "stages/s.py").write_text("from maskpipe.a import x\n")
-    (tmp_path / "dvc.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "dvc.yaml").write_text(
+        textwrap.dedent("""\
         stages:
           s:
             foreach: [1, 2]
             do:
               cmd: python stages/s.py ${item}
               deps: [stages/s.py, src/maskpipe/__init__.py, src/maskpipe/a.py, src/maskpipe/sub]
-        """))
+        """)
+    )
     assert sd.missing_deps(tmp_path / "dvc.yaml", tmp_path) == {"s": ["src/maskpipe/c.py"]}
 
 
 def test_check_command_exit_code():
-    done = subprocess.run([sys.executable, "scripts/stage_deps.py", "--check"], cwd=REPO,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "scripts/stage_deps.py", "--check"], cwd=REPO, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -65,8 +68,9 @@ def test_import_cycles_are_found(tmp_path):
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("from maskpipe import b\n")
     (pkg / "b.py").write_text("def f():\n    from maskpipe.c import g\n")
-    (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from maskpipe import b\n"
-                              "import maskpipe.a\n")
+    (pkg / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from maskpipe import b\nimport maskpipe.a\n"
+    )
     assert sd.import_cycles(tmp_path) == [["maskpipe.a", "maskpipe.b", "maskpipe.c"]]
     (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import maskpipe.a\n")
     assert sd.import_cycles(tmp_path) == []

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tiny_pipeline import run
 
 pytestmark = pytest.mark.slow
@@ -78,8 +77,11 @@ def test_push_in_one_clone_pull_in_another(tiny_repo, tmp_path, shared):
 
     image = sorted((shared / "kaggle-face-mask-detection" / "images").glob("*.png"))[0]
     out = b / "predictions.json"
-    run([sys.executable, "-m", "maskpipe.cli", "predict", str(image), "-m", "mask_cnn", "-o", str(out), "-q"],
-        b, env)
+    run(
+        [sys.executable, "-m", "maskpipe.cli", "predict", str(image), "-m", "mask_cnn", "-o", str(out), "-q"],
+        b,
+        env,
+    )
     report = json.loads(out.read_text())
     assert report["summary"]["inputs"] == 1 and report["summary"]["errors"] == 0, report["summary"]
     assert report["summary"]["faces"] >= 1, report  # the pulled classifier labelled a face

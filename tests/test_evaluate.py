@@ -17,7 +17,11 @@ from maskpipe.training.artifact import save_model
 from maskpipe.training.config import normalization, resolve_model_config
 from maskpipe.training.models import build_model
 
-COLOURS = {"with_mask": (40, 80, 200), "without_mask": (220, 170, 140), "mask_weared_incorrect": (120, 200, 90)}
+COLOURS = {
+    "with_mask": (40, 80, 200),
+    "without_mask": (220, 170, 140),
+    "mask_weared_incorrect": (120, 200, 90),
+}
 
 
 def make_crops(root: Path, counts: dict[tuple[str, str, str], int]) -> Path:
@@ -31,8 +35,16 @@ def make_crops(root: Path, counts: dict[tuple[str, str, str], int]) -> Path:
             img = np.clip(base + rng.normal(0, 25, size=(24, 24, 3)), 0, 255).astype(np.uint8)
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(root / rel)
-            rows.append({"face_id": f"{dataset}-{label}-{split}-{i}", "crop_path": rel, "dataset": dataset,
-                         "source_image": f"{i}.png", "label": label, "split": split})
+            rows.append(
+                {
+                    "face_id": f"{dataset}-{label}-{split}-{i}",
+                    "crop_path": rel,
+                    "dataset": dataset,
+                    "source_image": f"{i}.png",
+                    "label": label,
+                    "split": split,
+                }
+            )
     index = root / "data/crops/index.csv"
     pd.DataFrame(rows).to_csv(index, index=False)
     return index
@@ -44,11 +56,16 @@ def training_error_percentiles(root: Path, model, config) -> list[float]:
     from maskpipe.training.transforms import preprocess
 
     index = pd.read_csv(root / "data/crops/index.csv")
-    rows = index[index["dataset"].isin(config.datasets) & (index["split"] == "train")
-                 & index["label"].isin(config.classes)]
+    rows = index[
+        index["dataset"].isin(config.datasets)
+        & (index["split"] == "train")
+        & index["label"].isin(config.classes)
+    ]
     images = [Image.open(root / p) for p in rows["crop_path"]]
     mean, std = normalization(config)
-    errors = predict_proba(model, {"task": config.task}, preprocess(images, config.image_size, mean, std))[:, 0]
+    errors = predict_proba(model, {"task": config.task}, preprocess(images, config.image_size, mean, std))[
+        :, 0
+    ]
     return [float(v) for v in np.percentile(errors, np.arange(101))]
 
 
@@ -81,13 +98,25 @@ def run(root: Path, name: str, eval_params: dict | None = None, mlflow_run_file=
     )
 
 
-CNN = {"arch": "small_cnn", "task": "binary", "datasets": ["folders"], "classes": ["without_mask", "with_mask"],
-       "image_size": 16, "loss": "bce"}
+CNN = {
+    "arch": "small_cnn",
+    "task": "binary",
+    "datasets": ["folders"],
+    "classes": ["without_mask", "with_mask"],
+    "image_size": 16,
+    "loss": "bce",
+}
 
 
 def test_binary_model_metrics_equal_sklearn_on_its_own_predictions(tmp_path):
-    make_crops(tmp_path, {("folders", "with_mask", "test"): 7, ("folders", "without_mask", "test"): 5,
-                          ("folders", "with_mask", "train"): 2})
+    make_crops(
+        tmp_path,
+        {
+            ("folders", "with_mask", "test"): 7,
+            ("folders", "without_mask", "test"): 5,
+            ("folders", "with_mask", "train"): 2,
+        },
+    )
     save_tiny_model(tmp_path, "cnn", CNN)
     out = run(tmp_path, "cnn")
     m = json.loads((tmp_path / "metrics/cnn.json").read_text())
@@ -97,7 +126,9 @@ def test_binary_model_metrics_equal_sklearn_on_its_own_predictions(tmp_path):
     y = (pred["label"] == "with_mask").astype(int)
     yhat = (pred["predicted"] == "with_mask").astype(int)
     assert m["test/accuracy"] == pytest.approx(skm.accuracy_score(y, yhat), abs=1e-6)
-    assert m["test/macro_f1"] == pytest.approx(skm.f1_score(y, yhat, average="macro", zero_division=0), abs=1e-6)
+    assert m["test/macro_f1"] == pytest.approx(
+        skm.f1_score(y, yhat, average="macro", zero_division=0), abs=1e-6
+    )
     assert m["test/roc_auc"] == pytest.approx(skm.roc_auc_score(y, pred["p_with_mask"]), abs=1e-5)
     eval_dir = tmp_path / "metrics/plots/cnn/eval/test"
     roc = pd.read_csv(eval_dir / "roc_with_mask.csv")
@@ -117,19 +148,40 @@ def test_binary_model_metrics_equal_sklearn_on_its_own_predictions(tmp_path):
 
 
 def test_source_groups_follow_synthetic_faces_to_their_photo():
-    crops = pd.DataFrame({"face_id": ["f1", "f2"], "crop_path": ["c/a_1.png", "c/a_2.png"],
-                          "dataset": ["kaggle", "kaggle"], "source_image": ["a.png", "a.png"]})
+    crops = pd.DataFrame(
+        {
+            "face_id": ["f1", "f2"],
+            "crop_path": ["c/a_1.png", "c/a_2.png"],
+            "dataset": ["kaggle", "kaggle"],
+            "source_image": ["a.png", "a.png"],
+        }
+    )
     synth = pd.DataFrame({"path": ["s/1.png", "s/x.png"], "source_face_id": ["f2", "gone"]})
     samples = pd.DataFrame({"path": ["c/a_1.png", "s/1.png", "s/x.png", "elsewhere.png"]})
     assert list(source_groups(samples, crops, synth)) == [
-        "kaggle:a.png", "kaggle:a.png", "synthetic:gone", "path:elsewhere.png"]
+        "kaggle:a.png",
+        "kaggle:a.png",
+        "synthetic:gone",
+        "path:elsewhere.png",
+    ]
 
 
 def test_three_class_split_missing_a_class_gives_null_auc_and_a_note(tmp_path):
-    make_crops(tmp_path, {("kaggle", "with_mask", "test"): 4, ("kaggle", "without_mask", "test"): 3,
-                          ("kaggle", "mask_weared_incorrect", "train"): 2})
-    spec = {"arch": "small_cnn", "task": "multiclass", "datasets": ["kaggle"],
-            "classes": ["with_mask", "without_mask", "mask_weared_incorrect"], "image_size": 16}
+    make_crops(
+        tmp_path,
+        {
+            ("kaggle", "with_mask", "test"): 4,
+            ("kaggle", "without_mask", "test"): 3,
+            ("kaggle", "mask_weared_incorrect", "train"): 2,
+        },
+    )
+    spec = {
+        "arch": "small_cnn",
+        "task": "multiclass",
+        "datasets": ["kaggle"],
+        "classes": ["with_mask", "without_mask", "mask_weared_incorrect"],
+        "image_size": 16,
+    }
     save_tiny_model(tmp_path, "three", spec)
     out = run(tmp_path, "three")
     m = out.metrics
@@ -141,13 +193,23 @@ def test_three_class_split_missing_a_class_gives_null_auc_and_a_note(tmp_path):
     written = json.loads((tmp_path / "metrics/three.json").read_text())
     assert written["test/roc_auc"] is None  # JSON null, not a crash or NaN
     assert sorted(p.name for p in (tmp_path / "metrics/plots/three/eval/test").glob("roc_*.csv")) == [
-        "roc_with_mask.csv", "roc_without_mask.csv"]
+        "roc_with_mask.csv",
+        "roc_without_mask.csv",
+    ]
 
 
 def test_extra_set_excludes_labels_outside_the_model_classes(tmp_path):
-    make_crops(tmp_path, {("folders", "with_mask", "test"): 3, ("folders", "without_mask", "test"): 3,
-                          ("kaggle", "with_mask", "test"): 4, ("kaggle", "without_mask", "test"): 2,
-                          ("kaggle", "mask_weared_incorrect", "test"): 3, ("kaggle", "with_mask", "train"): 5})
+    make_crops(
+        tmp_path,
+        {
+            ("folders", "with_mask", "test"): 3,
+            ("folders", "without_mask", "test"): 3,
+            ("kaggle", "with_mask", "test"): 4,
+            ("kaggle", "without_mask", "test"): 2,
+            ("kaggle", "mask_weared_incorrect", "test"): 3,
+            ("kaggle", "with_mask", "train"): 5,
+        },
+    )
     save_tiny_model(tmp_path, "cnn", CNN)
     out = run(tmp_path, "cnn", {"extra_sets": {"cnn": {"kaggle": ["kaggle"]}}})
     m = out.metrics
@@ -199,10 +261,23 @@ def _train_autoencoder_on_blue(model):
 
 
 def test_autoencoder_threshold_auc_and_mahalanobis(tmp_path):
-    make_crops(tmp_path, {("folders", "with_mask", "train"): 12, ("folders", "with_mask", "test"): 6,
-                          ("folders", "without_mask", "test"): 6, ("folders", "mask_weared_incorrect", "test"): 2})
-    spec = {"arch": "conv_autoencoder", "task": "oneclass", "datasets": ["folders"], "classes": ["with_mask"],
-            "image_size": 16, "ae_channels": [4, 8, 8]}
+    make_crops(
+        tmp_path,
+        {
+            ("folders", "with_mask", "train"): 12,
+            ("folders", "with_mask", "test"): 6,
+            ("folders", "without_mask", "test"): 6,
+            ("folders", "mask_weared_incorrect", "test"): 2,
+        },
+    )
+    spec = {
+        "arch": "conv_autoencoder",
+        "task": "oneclass",
+        "datasets": ["folders"],
+        "classes": ["with_mask"],
+        "image_size": 16,
+        "ae_channels": [4, 8, 8],
+    }
     save_tiny_model(tmp_path, "cae", spec, train_fn=_train_autoencoder_on_blue)
     out = run(tmp_path, "cae", {"pretrained_size": 64})  # small: a fast test
     m = out.metrics
@@ -211,23 +286,37 @@ def test_autoencoder_threshold_auc_and_mahalanobis(tmp_path):
     assert m["test/excluded/mask_weared_incorrect"] == 2
     scored = pred[pred["label"] != "mask_weared_incorrect"]
     anomaly = (scored["label"] == "without_mask").to_numpy()
-    assert m["test/roc_auc"] == pytest.approx(skm.roc_auc_score(anomaly, scored["score_reconstruction"]), abs=1e-5)
+    assert m["test/roc_auc"] == pytest.approx(
+        skm.roc_auc_score(anomaly, scored["score_reconstruction"]), abs=1e-5
+    )
     assert m["test/roc_auc"] > 0.9  # trained on blue only: skin-coloured faces reconstruct worse
     assert m["test/mahalanobis/roc_auc"] == pytest.approx(
-        skm.roc_auc_score(anomaly, scored["score_mahalanobis"]), abs=1e-5)
+        skm.roc_auc_score(anomaly, scored["score_mahalanobis"]), abs=1e-5
+    )
     thr = out.summary["thresholds"]["reconstruction"]
     assert m["test/threshold"] == pytest.approx(thr, rel=1e-5)
     flagged = scored["score_reconstruction"] > thr
     assert m["test/recall/without_mask"] == pytest.approx(skm.recall_score(anomaly, flagged), abs=1e-6)
     folder = tmp_path / "metrics/plots/cae/eval/test"
-    for f in ("roc_reconstruction.csv", "roc_mahalanobis.csv", "confusion.csv", "confusion_mahalanobis.csv",
-              "score_histogram.png", "score_histogram_mahalanobis.png", "roc.png", "predictions.png",
-              "roc_pretrained.csv", "confusion_pretrained.csv", "score_histogram_pretrained.png"):
+    for f in (
+        "roc_reconstruction.csv",
+        "roc_mahalanobis.csv",
+        "confusion.csv",
+        "confusion_mahalanobis.csv",
+        "score_histogram.png",
+        "score_histogram_mahalanobis.png",
+        "roc.png",
+        "predictions.png",
+        "roc_pretrained.csv",
+        "confusion_pretrained.csv",
+        "score_histogram_pretrained.png",
+    ):
         assert (folder / f).exists(), f
     # the pretrained-feature Gaussian (ImageNet MobileNetV2, block 13, lower half): 96 features
     assert m["oneclass/pretrained_dim"] == 96
     assert m["test/pretrained/roc_auc"] == pytest.approx(
-        skm.roc_auc_score(anomaly, scored["score_pretrained"]), abs=1e-5)
+        skm.roc_auc_score(anomaly, scored["score_pretrained"]), abs=1e-5
+    )
     assert m["test/pretrained/roc_auc"] > 0.9  # blue vs skin colour: any texture feature sees it
     assert m["test/pretrained/roc_auc_lo"] <= m["test/pretrained/roc_auc"] <= m["test/pretrained/roc_auc_hi"]
     off = run(tmp_path, "cae", {"pretrained_baseline": False}).metrics
@@ -257,10 +346,16 @@ def test_metrics_and_pngs_land_in_the_models_mlflow_run(tmp_path, monkeypatch):
     assert logged.data.params["lr"] == "0.001"  # the training run itself, not a new one
     assert logged.data.tags["eval.undefined_metrics"] == "none"
     files = {f.path for f in client.list_artifacts(run_id, "evaluation/test")}
-    assert {"evaluation/test/confusion.png", "evaluation/test/roc.png", "evaluation/test/predictions.png",
-            "evaluation/test/roc_with_mask.csv"} <= files
+    assert {
+        "evaluation/test/confusion.png",
+        "evaluation/test/roc.png",
+        "evaluation/test/predictions.png",
+        "evaluation/test/roc_with_mask.csv",
+    } <= files
     assert {f.path for f in client.list_artifacts(run_id, "evaluation")} >= {
-        "evaluation/cnn.json", "evaluation/summary.json"}
+        "evaluation/cnn.json",
+        "evaluation/summary.json",
+    }
     mlflow.set_tracking_uri("")  # leave no global state behind for other tests
 
 
@@ -270,10 +365,23 @@ def test_oneclass_threshold_is_the_models_own_operating_point(tmp_path):
     from maskpipe.settings import ConfigError
     from maskpipe.training.artifact import load_model
 
-    make_crops(tmp_path, {("folders", "with_mask", "train"): 12, ("folders", "with_mask", "test"): 4,
-                          ("folders", "without_mask", "test"): 4})
-    spec = {"arch": "conv_autoencoder", "task": "oneclass", "datasets": ["folders"], "classes": ["with_mask"],
-            "image_size": 16, "ae_channels": [4, 8, 8], "threshold_percentile": 40}
+    make_crops(
+        tmp_path,
+        {
+            ("folders", "with_mask", "train"): 12,
+            ("folders", "with_mask", "test"): 4,
+            ("folders", "without_mask", "test"): 4,
+        },
+    )
+    spec = {
+        "arch": "conv_autoencoder",
+        "task": "oneclass",
+        "datasets": ["folders"],
+        "classes": ["with_mask"],
+        "image_size": 16,
+        "ae_channels": [4, 8, 8],
+        "threshold_percentile": 40,
+    }
     path = save_tiny_model(tmp_path, "cae", spec, train_fn=_train_autoencoder_on_blue)
     out = run(tmp_path, "cae")
     _, meta = load_model(path)
@@ -283,7 +391,9 @@ def test_oneclass_threshold_is_the_models_own_operating_point(tmp_path):
     thr = meta["error_percentiles"][40]
     clear = (pred["score_reconstruction"] - thr).abs() > 1e-3 * thr  # the CSV rounds the scores
     assert clear.any()
-    assert (pred.loc[clear, "anomaly_reconstruction"] == (pred.loc[clear, "score_reconstruction"] > thr)).all()
+    assert (
+        pred.loc[clear, "anomaly_reconstruction"] == (pred.loc[clear, "score_reconstruction"] > thr)
+    ).all()
     with pytest.raises(ConfigError, match=r"evaluate\.threshold_percentile: moved to models\.<model>"):
         run(tmp_path, "cae", {"threshold_percentile": 75})
     payload = torch.load(path, weights_only=True)
@@ -294,8 +404,14 @@ def test_oneclass_threshold_is_the_models_own_operating_point(tmp_path):
 
 
 def test_an_empty_extra_set_is_skipped_with_a_note(tmp_path):
-    make_crops(tmp_path, {("folders", "with_mask", "test"): 3, ("folders", "without_mask", "test"): 3,
-                          ("kaggle", "with_mask", "train"): 3})  # no kaggle test images
+    make_crops(
+        tmp_path,
+        {
+            ("folders", "with_mask", "test"): 3,
+            ("folders", "without_mask", "test"): 3,
+            ("kaggle", "with_mask", "train"): 3,
+        },
+    )  # no kaggle test images
     save_tiny_model(tmp_path, "cnn", CNN)
     out = run(tmp_path, "cnn", {"extra_sets": {"cnn": {"kaggle": ["kaggle"]}}})
     assert out.metrics["test/n"] == 6 and not any(k.startswith("kaggle/") for k in out.metrics)
@@ -307,9 +423,18 @@ def test_arrange_plots_moves_each_kind_into_its_folder(tmp_path):
     from maskpipe.evaluation.evaluate import arrange_plots
 
     ev = tmp_path / "eval"
-    for set_name, files in {"test": ["roc_with_mask.csv", "roc_without_mask.csv", "confusion.csv",
-                                     "confusion_mahalanobis.csv", "confusion.png", "roc.png", "predictions.csv"],
-                            "real": ["roc_reconstruction.csv", "confusion.csv", "predictions.png"]}.items():
+    for set_name, files in {
+        "test": [
+            "roc_with_mask.csv",
+            "roc_without_mask.csv",
+            "confusion.csv",
+            "confusion_mahalanobis.csv",
+            "confusion.png",
+            "roc.png",
+            "predictions.csv",
+        ],
+        "real": ["roc_reconstruction.csv", "confusion.csv", "predictions.png"],
+    }.items():
         (ev / set_name).mkdir(parents=True)
         for f in files:
             (ev / set_name / f).write_text(f)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from training_fakes import REPO, make_crops, make_synthetic, tiny_params
 
 pytestmark = pytest.mark.slow
@@ -41,12 +40,17 @@ def exp_repo(tmp_path):
     root.mkdir()
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "DVC_", "GIT_"))}
-    env.update({
-        "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
-        "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-    })
+    env.update(
+        {
+            "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+            "GIT_AUTHOR_NAME": "test",
+            "GIT_AUTHOR_EMAIL": "test@example.com",
+            "GIT_COMMITTER_NAME": "test",
+            "GIT_COMMITTER_EMAIL": "test@example.com",
+            "DVC_NO_ANALYTICS": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+    )
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
     for dep in stage["do"]["deps"]:
         src = REPO / dep
@@ -59,8 +63,9 @@ def exp_repo(tmp_path):
     params["models"] = {MODEL: params["models"][MODEL]}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": stage}}, sort_keys=False))
-    crops = make_crops(root, {"mask_folders": ["with_mask", "without_mask"]}, {"train": 8, "val": 4, "test": 2},
-                       size=40)
+    crops = make_crops(
+        root, {"mask_folders": ["with_mask", "without_mask"]}, {"train": 8, "val": 4, "test": 2}, size=40
+    )
     make_synthetic(root, crops, size=40)
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n")
     run(["git", "init", "-q"], root, env)
@@ -93,8 +98,9 @@ def test_dvc_exp_run_trains_and_logs_to_the_main_store(exp_repo):
         assert [(r[1], r[2]) for r in runs] == [(f"lower-lr/{MODEL}", "FINISHED")]
         tags = dict(db.execute("select key, value from tags where run_uuid=?", (runs[0][0],)).fetchall())
         params = dict(db.execute("select key, value from params where run_uuid=?", (runs[0][0],)).fetchall())
-        steps = db.execute("select step from metrics where run_uuid=? and key='train/loss' order by step",
-                           (runs[0][0],)).fetchall()
+        steps = db.execute(
+            "select step from metrics where run_uuid=? and key='train/loss' order by step", (runs[0][0],)
+        ).fetchall()
     assert tags["dvc.exp_name"] == "lower-lr" and tags["dvc.stage"] == f"train@{MODEL}"
     assert params["lr"] == "0.0005" and [s[0] for s in steps] == [1, 2]
     assert info["run_id"] == runs[0][0]
@@ -115,8 +121,10 @@ def test_queued_experiment_lands_in_the_main_store(exp_repo):
         time.sleep(0.5)
     assert "Success" in status, status + run(["dvc", "queue", "logs", "-f", "--", "*"], root, env).stdout
     with sqlite3.connect(root / "mlflow.db") as db:
-        runs = db.execute("select r.name, r.status, p.value from runs r join params p on p.run_uuid = r.run_uuid "
-                          "where p.key = 'lr'").fetchall()
+        runs = db.execute(
+            "select r.name, r.status, p.value from runs r join params p on p.run_uuid = r.run_uuid "
+            "where p.key = 'lr'"
+        ).fetchall()
         location = db.execute("select artifact_location from experiments where name='maskpipe'").fetchone()[0]
     assert [(r[1], r[2]) for r in runs] == [("FINISHED", "0.002")]
     assert runs[0][0].endswith(f"/{MODEL}") and not runs[0][0].startswith("nogit")

@@ -45,12 +45,14 @@ def struct_array(fields: list[str], records: list[tuple]) -> np.ndarray:
     """A (1, N) MATLAB struct array as savemat writes it (object fields, char arrays for names)."""
     arr = np.empty((1, len(records)), dtype=[(f, "O") for f in fields])
     for i, rec in enumerate(records):
-        for f, value in zip(fields, rec):
+        for f, value in zip(fields, rec, strict=True):
             arr[0, i][f] = value
     return arr
 
 
-def write_train(path, records=TRAIN_RECORDS, variable="label_train", fields=("orgImgName", "imgName", "label")):
+def write_train(
+    path, records=TRAIN_RECORDS, variable="label_train", fields=("orgImgName", "imgName", "label")
+):
     recs = [tuple(r[["orgImgName", "imgName", "label"].index(f)] for f in fields) for r in records]
     scipy.io.savemat(path, {variable: struct_array(list(fields), recs)})
     return path
@@ -74,12 +76,27 @@ def test_fixture_has_the_loadmat_layout(tmp_path):
 def test_train_conversion(tmp_path):
     frame = mafa.read_mat(write_train(tmp_path / "LabelTrainAll.mat"), mafa.TRAIN)
     assert list(frame.columns) == mafa.TRAIN.csv_columns
-    assert frame["image"].tolist() == ["train_00000001.jpg", "train_00025876.jpg", "train_00000466.jpg", "train_00000466.jpg"]
+    assert frame["image"].tolist() == [
+        "train_00000001.jpg",
+        "train_00025876.jpg",
+        "train_00000466.jpg",
+        "train_00000466.jpg",
+    ]
     assert frame["orig_image"].tolist()[:2] == ["add_1.jpg", "weibo_999.jpg"]
     assert frame["face_index"].tolist() == [0, 0, 0, 1]
     first = frame.iloc[0]
-    assert (first.occluder_x, first.occluder_y, first.occluder_w, first.occluder_h) == (95 + 7, 160 + 26, 82, 89)
-    assert (first.eye1_x, first.eye1_y, first.eye2_x, first.eye2_y) == (113, 177, 158, 172)  # eyes stay absolute
+    assert (first.occluder_x, first.occluder_y, first.occluder_w, first.occluder_h) == (
+        95 + 7,
+        160 + 26,
+        82,
+        89,
+    )
+    assert (first.eye1_x, first.eye1_y, first.eye2_x, first.eye2_y) == (
+        113,
+        177,
+        158,
+        172,
+    )  # eyes stay absolute
     assert all(pd.isna(first[c]) for c in ("glasses_x", "glasses_y", "glasses_w", "glasses_h"))
     uint8_row = frame.iloc[1]
     assert uint8_row.occluder_x == 300  # 200 + 100, no uint8 wrap-around
@@ -101,7 +118,9 @@ def test_test_conversion_mixed_dtypes(tmp_path):
     assert masked.face_type == 1 and (masked.occluder_x, masked.occluder_y) == (2694 + 9, 1211 + 105)
     assert invalid.face_type == 3 and pd.isna(invalid.occluder_x) and pd.isna(invalid.gender)
     assert fractional.face_y == -1  # a negative face y is kept (clipped when cropping)
-    assert fractional.occluder_x == pytest.approx(101.9553) and fractional.occluder_y == pytest.approx(-1 + 20.213)
+    assert fractional.occluder_x == pytest.approx(101.9553) and fractional.occluder_y == pytest.approx(
+        -1 + 20.213
+    )
     assert (small.occluder_x, small.glasses_x, small.glasses_y, small.glasses_w) == (260, 254, 25, 20)
     assert unmasked.face_type == 2 and pd.isna(unmasked.orientation)
 
@@ -115,20 +134,27 @@ def test_inverse_gives_back_the_label_matrix(tmp_path):
 
 def test_wrong_variable_name(tmp_path):
     path = write_train(tmp_path / "LabelTrainAll.mat", variable="labels")
-    with pytest.raises(mafa.MafaFormatError, match=r"LabelTrainAll\.mat: variable 'label_train' not found .*labels"):
+    with pytest.raises(
+        mafa.MafaFormatError, match=r"LabelTrainAll\.mat: variable 'label_train' not found .*labels"
+    ):
         mafa.read_mat(path, mafa.TRAIN)
 
 
 def test_missing_field(tmp_path):
     path = write_train(tmp_path / "LabelTrainAll.mat", fields=("orgImgName", "label"))
-    with pytest.raises(mafa.MafaFormatError, match=r"LabelTrainAll\.mat: variable 'label_train' lacks field\(s\) imgName"):
+    with pytest.raises(
+        mafa.MafaFormatError, match=r"LabelTrainAll\.mat: variable 'label_train' lacks field\(s\) imgName"
+    ):
         mafa.read_mat(path, mafa.TRAIN)
 
 
 def test_wrong_column_count(tmp_path):
     records = [TRAIN_RECORDS[0], ("x.jpg", "train_00000002.jpg", np.zeros((1, 18), np.uint8))]
     path = write_train(tmp_path / "LabelTrainAll.mat", records=records)
-    with pytest.raises(mafa.MafaFormatError, match=r"record 1 \(train_00000002\.jpg\): label has shape \(1, 18\), expected \(n_faces, 21\)"):
+    with pytest.raises(
+        mafa.MafaFormatError,
+        match=r"record 1 \(train_00000002\.jpg\): label has shape \(1, 18\), expected \(n_faces, 21\)",
+    ):
         mafa.read_mat(path, mafa.TRAIN)
     # the test layout read as train is the same mistake
     with pytest.raises(mafa.MafaFormatError, match="variable 'label_train' not found"):
@@ -182,7 +208,10 @@ def test_stage_writes_csvs_and_fails_cleanly(tmp_path, repo):
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip().startswith("convert_mat: error:") and "variable 'label_train' not found" in done.stderr
+    assert (
+        done.stderr.strip().startswith("convert_mat: error:")
+        and "variable 'label_train' not found" in done.stderr
+    )
 
     (raw / "source.json").write_text(json.dumps({"enabled": False}))
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
@@ -209,12 +238,20 @@ def test_reconstructed_mat_equals_csv_dump(shared, layout, mat, dump, faces, ima
     np.testing.assert_array_equal(frame[box].to_numpy(dtype=float), reference[box].to_numpy(dtype=float))
     # everything else through the inverse conversion (relative boxes, missing -> -1)
     raw = mafa.to_raw_labels(frame, layout)
-    np.testing.assert_allclose(raw.to_numpy(), reference[list(layout.columns)].to_numpy(dtype=float), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        raw.to_numpy(), reference[list(layout.columns)].to_numpy(dtype=float), rtol=0, atol=1e-9
+    )
     # and the conversion did something: absolute occluders, missing values where -1 was the sentinel
     has_occ = frame["occluder_w"].notna()
-    assert (frame.loc[has_occ, "occluder_x"] == reference.loc[has_occ, "face_x"] + reference.loc[has_occ, "occluder_x"]).all()
+    assert (
+        frame.loc[has_occ, "occluder_x"]
+        == reference.loc[has_occ, "face_x"] + reference.loc[has_occ, "occluder_x"]
+    ).all()
     glasses_absent = (reference[["glasses_x", "glasses_y", "glasses_w", "glasses_h"]] == -1).all(axis=1)
-    assert frame.loc[glasses_absent, "glasses_x"].isna().all() and frame.loc[~glasses_absent, "glasses_x"].notna().all()
+    assert (
+        frame.loc[glasses_absent, "glasses_x"].isna().all()
+        and frame.loc[~glasses_absent, "glasses_x"].notna().all()
+    )
     if layout is mafa.TEST:
         assert frame["face_type"].value_counts().to_dict() == {1: 6354, 3: 2683, 2: 996}
         assert (frame["face_y"] < 0).sum() == 4  # real negative coordinates are kept

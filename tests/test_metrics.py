@@ -18,20 +18,22 @@ CLASSES3 = ["with_mask", "without_mask", "mask_weared_incorrect"]
 
 # 12 hand-made predictions over 3 classes: some right, some wrong, one tie in scores
 Y3 = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 0, 1, 2])
-P3 = np.array([
-    [0.80, 0.15, 0.05],
-    [0.60, 0.30, 0.10],
-    [0.30, 0.60, 0.10],   # wrong: with_mask -> without_mask
-    [0.50, 0.10, 0.40],
-    [0.20, 0.70, 0.10],
-    [0.10, 0.85, 0.05],
-    [0.45, 0.45, 0.10],   # tie broken by arg-max to class 0: wrong
-    [0.20, 0.20, 0.60],
-    [0.50, 0.10, 0.40],   # wrong: incorrect -> with_mask
-    [0.90, 0.05, 0.05],
-    [0.30, 0.40, 0.30],
-    [0.10, 0.30, 0.60],
-])
+P3 = np.array(
+    [
+        [0.80, 0.15, 0.05],
+        [0.60, 0.30, 0.10],
+        [0.30, 0.60, 0.10],  # wrong: with_mask -> without_mask
+        [0.50, 0.10, 0.40],
+        [0.20, 0.70, 0.10],
+        [0.10, 0.85, 0.05],
+        [0.45, 0.45, 0.10],  # tie broken by arg-max to class 0: wrong
+        [0.20, 0.20, 0.60],
+        [0.50, 0.10, 0.40],  # wrong: incorrect -> with_mask
+        [0.90, 0.05, 0.05],
+        [0.30, 0.40, 0.30],
+        [0.10, 0.30, 0.60],
+    ]
+)
 
 
 def assert_matches_sklearn(y, proba, classes, m, labels_present):
@@ -47,9 +49,11 @@ def assert_matches_sklearn(y, proba, classes, m, labels_present):
     macro = skm.f1_score(y, pred, labels=labels_present, average="macro", zero_division=0)
     assert m["test/macro_f1"] == pytest.approx(macro, abs=1e-6)
     assert m["test/macro_precision"] == pytest.approx(
-        skm.precision_score(y, pred, labels=labels_present, average="macro", zero_division=0), abs=1e-6)
+        skm.precision_score(y, pred, labels=labels_present, average="macro", zero_division=0), abs=1e-6
+    )
     assert m["test/macro_recall"] == pytest.approx(
-        skm.recall_score(y, pred, labels=labels_present, average="macro", zero_division=0), abs=1e-6)
+        skm.recall_score(y, pred, labels=labels_present, average="macro", zero_division=0), abs=1e-6
+    )
     assert m["test/n"] == len(y)
 
 
@@ -61,7 +65,8 @@ def test_three_classes_equal_sklearn():
     assert res.metrics["test/roc_auc"] == pytest.approx(expected_auc, abs=1e-6)
     for i, c in enumerate(CLASSES3):
         assert res.metrics[f"test/roc_auc/{c}"] == pytest.approx(
-            skm.roc_auc_score(Y3 == i, P3[:, i]), abs=1e-6)
+            skm.roc_auc_score(i == Y3, P3[:, i]), abs=1e-6
+        )
     assert [r.positive for r in res.rocs] == CLASSES3
     assert res.notes == []
 
@@ -151,7 +156,9 @@ def test_mahalanobis_matches_scipy_and_separates_a_shifted_cluster():
     from scipy.spatial.distance import mahalanobis
 
     rng = np.random.default_rng(2)
-    cov = np.array([[4, 1.5, 0, 0, 0], [1.5, 1, 0, 0, 0], [0, 0, 1, 0.8, 0], [0, 0, 0.8, 1, 0], [0, 0, 0, 0, 0.1]])
+    cov = np.array(
+        [[4, 1.5, 0, 0, 0], [1.5, 1, 0, 0, 0], [0, 0, 1, 0.8, 0], [0, 0, 0.8, 1, 0], [0, 0, 0, 0, 0.1]]
+    )
     normal = rng.multivariate_normal(np.zeros(5), cov, size=400)
     scorer = MahalanobisScorer.fit(normal)
     # correlated features, many samples: little shrinkage; the distance is scipy's with our precision

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from postgres_server import PostgresServer, PostgresUnavailable, free_port, wait_for_http
 from test_exp_run import exp_repo  # noqa: F401  (fixture: a tiny git + DVC repo with the train stage)
 from training_fakes import REPO, make_crops, make_synthetic, tiny_params
@@ -58,8 +57,9 @@ def tracking_server(postgres, tmp_path_factory):
     log = artifacts.parent / "mlflow-server.log"
     cmd = server_command(backend, str(artifacts), host="127.0.0.1", port=port)
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=server_env(),
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=server_env(), start_new_session=True
+        )
     uri = f"http://127.0.0.1:{port}"
     try:
         # the first start creates MLflow's tables in PostgreSQL (alembic migrations): seconds
@@ -81,16 +81,23 @@ def test_training_logs_to_the_postgres_tracking_server(tracking_server, postgres
 
     uri, artifacts = tracking_server
     root = tmp_path / "repo"
-    crops = make_crops(root, {"mask_folders": ["with_mask", "without_mask"]}, {"train": 8, "val": 4, "test": 2},
-                       size=40)
+    crops = make_crops(
+        root, {"mask_folders": ["with_mask", "without_mask"]}, {"train": 8, "val": 4, "test": 2}, size=40
+    )
     make_synthetic(root, crops, size=40)
     params = tiny_params(epochs=2)
     params["models"] = {MODEL: params["models"][MODEL]}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1")
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), MODEL], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "train.py"), MODEL],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     info = json.loads((root / f"data/models/{MODEL}/mlflow_run.json").read_text())
@@ -104,7 +111,9 @@ def test_training_logs_to_the_postgres_tracking_server(tracking_server, postgres
     runs = client.search_runs([exp.experiment_id])
     assert [(r.info.run_id, r.info.status) for r in runs] == [(info["run_id"], "FINISHED")]
     run = runs[0]
-    assert run.info.run_name.endswith(f"/{MODEL}") and run.data.params["lr"] == str(params["models"][MODEL]["lr"])
+    assert run.info.run_name.endswith(f"/{MODEL}") and run.data.params["lr"] == str(
+        params["models"][MODEL]["lr"]
+    )
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2]
     assert 0.0 <= run.data.metrics["best/val_accuracy"] <= 1.0
 
@@ -120,7 +129,9 @@ def test_training_logs_to_the_postgres_tracking_server(tracking_server, postgres
     # as `MLFLOW_TRACKING_URI=http://... mlflow models serve -m models:/maskpipe-<m>/latest` resolves it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
-    mlmodel = download_artifacts(artifact_uri=f"models:/maskpipe-{MODEL}/latest", dst_path=str(tmp_path / "served"))
+    mlmodel = download_artifacts(
+        artifact_uri=f"models:/maskpipe-{MODEL}/latest", dst_path=str(tmp_path / "served")
+    )
     assert (Path(mlmodel) / "MLmodel").is_file()
 
     # and the records really are in PostgreSQL
@@ -130,13 +141,12 @@ def test_training_logs_to_the_postgres_tracking_server(tracking_server, postgres
     assert {f"maskpipe-{MODEL}", f"maskpipe-{MODEL}-torch"} <= registered
 
 
-def test_queued_experiment_lands_in_the_tracking_server(tracking_server, exp_repo):
+def test_queued_experiment_lands_in_the_tracking_server(tracking_server, exp_repo):  # noqa: F811  (fixture)
     """`dvc exp run --queue` + `dvc queue start` with MLFLOW_TRACKING_URI exported in the shell that
     starts the queue (its workers take that shell's environment): the run reaches the server."""
     import time
 
     from mlflow import MlflowClient
-
     from test_exp_run import run as run_cmd
 
     uri, _ = tracking_server
@@ -155,5 +165,6 @@ def test_queued_experiment_lands_in_the_tracking_server(tracking_server, exp_rep
     exp = client.get_experiment_by_name("maskpipe")
     runs = client.search_runs([exp.experiment_id], filter_string="tags.`dvc.exp_name` = 'queued-lr'")
     assert [(r.info.run_name, r.info.status, r.data.params["lr"]) for r in runs] == [
-        (f"queued-lr/{MODEL}", "FINISHED", "0.003")]
+        (f"queued-lr/{MODEL}", "FINISHED", "0.003")
+    ]
     assert not (root / "mlflow.db").exists()  # nothing went to the local default store

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from training_fakes import REPO, repo_params
 
 from maskpipe.settings import ConfigError
 from maskpipe.training.config import ModelConfig, resolve_model_config
 from maskpipe.training.tasks import ANOMALY, TASKS, get_task
-
-from training_fakes import REPO, repo_params
 
 
 def test_every_model_of_params_yaml_resolves_under_every_profile():
@@ -30,13 +29,31 @@ def test_every_model_of_params_yaml_resolves_under_every_profile():
             assert config.loss in get_task(config.task).losses
 
 
-@pytest.mark.parametrize("where, key, message", [
-    ("models.mask_cnn", "lerning_rate", "params.yaml: models.mask_cnn.lerning_rate: unknown key (did you mean 'lr'?)"),
-    ("profiles.cpu.all", "epochz", "params.yaml: profiles.cpu.all.epochz: unknown key (did you mean 'epochs'?)"),
-    ("profiles.cpu.mask_cnn", "batchsize",
-     "params.yaml: profiles.cpu.mask_cnn.batchsize: unknown key (did you mean 'batch_size'?)"),
-    ("profiles.cpu", "mask_cn", "params.yaml: profiles.cpu.mask_cn: unknown key (did you mean 'mask_cnn'?)"),
-])
+@pytest.mark.parametrize(
+    "where, key, message",
+    [
+        (
+            "models.mask_cnn",
+            "lerning_rate",
+            "params.yaml: models.mask_cnn.lerning_rate: unknown key (did you mean 'lr'?)",
+        ),
+        (
+            "profiles.cpu.all",
+            "epochz",
+            "params.yaml: profiles.cpu.all.epochz: unknown key (did you mean 'epochs'?)",
+        ),
+        (
+            "profiles.cpu.mask_cnn",
+            "batchsize",
+            "params.yaml: profiles.cpu.mask_cnn.batchsize: unknown key (did you mean 'batch_size'?)",
+        ),
+        (
+            "profiles.cpu",
+            "mask_cn",
+            "params.yaml: profiles.cpu.mask_cn: unknown key (did you mean 'mask_cnn'?)",
+        ),
+    ],
+)
 def test_unknown_keys_are_refused_where_they_were_written(where, key, message):
     params = repo_params()
     node = params
@@ -55,13 +72,16 @@ def test_name_and_profile_are_set_by_the_resolver_only():
         resolve_model_config(params, "mask_cnn")
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("epochs", "5", r"profiles\.cpu\.mask_cnn\.epochs: expected an integer, got '5'"),
-    ("dropout", 1.5, r"profiles\.cpu\.mask_cnn\.dropout: must be >= 0 and <= 1"),
-    ("optimizer", "adamm", r"'adamm' is not one of adam, adamw, sgd \(did you mean 'adam'\?\)"),
-    ("threshold_percentile", 101, r"threshold_percentile: must be >= 0 and <= 100"),
-    ("monitor", "val_f1", r"monitor: 'val_f1' is not one of"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("epochs", "5", r"profiles\.cpu\.mask_cnn\.epochs: expected an integer, got '5'"),
+        ("dropout", 1.5, r"profiles\.cpu\.mask_cnn\.dropout: must be >= 0 and <= 1"),
+        ("optimizer", "adamm", r"'adamm' is not one of adam, adamw, sgd \(did you mean 'adam'\?\)"),
+        ("threshold_percentile", 101, r"threshold_percentile: must be >= 0 and <= 100"),
+        ("monitor", "val_f1", r"monitor: 'val_f1' is not one of"),
+    ],
+)
 def test_bad_values_in_a_profile_name_the_profile(key, value, message):
     params = repo_params()
     params["profiles"]["cpu"]["mask_cnn"][key] = value
@@ -127,8 +147,11 @@ def test_task_registry_targets_correct_counts_and_scores():
 
 def test_oneclass_threshold_is_the_models_percentile_of_its_training_errors():
     task = get_task("oneclass")
-    meta = {"model_name": "cae", "params": {"threshold_percentile": 40},
-            "error_percentiles": [i / 100 for i in range(101)]}
+    meta = {
+        "model_name": "cae",
+        "params": {"threshold_percentile": 40},
+        "error_percentiles": [i / 100 for i in range(101)],
+    }
     assert task.threshold(meta) == 0.40
     scores = np.array([[0.1], [0.4], [0.41]])
     assert task.labels(scores, ["with_mask"], task.threshold(meta)) == ["with_mask", "with_mask", ANOMALY]
@@ -139,10 +162,19 @@ def test_oneclass_threshold_is_the_models_percentile_of_its_training_errors():
 
 # ------------------------------------------------------------------------------ stages
 def _stage(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {"PYTHONPATH": str(REPO / "src"), "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
-    return subprocess.run([sys.executable, str(REPO / "stages" / script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        "PYTHONPATH": str(REPO / "src"),
+        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages" / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_typo_under_models_stops_the_train_stage_with_one_line(tmp_path):
@@ -151,8 +183,9 @@ def test_a_typo_under_models_stops_the_train_stage_with_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     done = _stage("train.py", ["mask_cnn", "--params-file", "params.yaml"], tmp_path)
     assert done.returncode == 2
-    assert done.stderr.strip() == ("train@mask_cnn: params.yaml: models.mask_cnn.lerning_rate: unknown key "
-                                   "(did you mean 'lr'?)")
+    assert done.stderr.strip() == (
+        "train@mask_cnn: params.yaml: models.mask_cnn.lerning_rate: unknown key (did you mean 'lr'?)"
+    )
     assert not (tmp_path / "data").exists()  # stopped before any work
 
 
@@ -162,28 +195,49 @@ def test_the_old_evaluate_threshold_key_stops_the_evaluate_stage_with_one_line(t
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     done = _stage("evaluate.py", ["mask_cnn", "--params", "params.yaml", "--no-mlflow"], tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().startswith("evaluate: params.yaml: evaluate.threshold_percentile: moved to "
-                                          "models.<model>.threshold_percentile")
+    assert done.stderr.strip().startswith(
+        "evaluate: params.yaml: evaluate.threshold_percentile: moved to models.<model>.threshold_percentile"
+    )
     assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_training_imports_neither_the_serving_stack_nor_mlflow():
-    code = ("import sys, maskpipe.training.run, maskpipe.training.engine, maskpipe.training.config, "
-            "maskpipe.training.artifact, maskpipe.tracker; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow' or m in "
-            "('maskpipe.predict', 'maskpipe.detect', 'maskpipe.crop', 'maskpipe.pyfunc', 'maskpipe.serve')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env={"PYTHONPATH": str(REPO / "src"), "MLFLOW_DISABLE_TELEMETRY": "true"})
+    code = (
+        "import sys, maskpipe.training.run, maskpipe.training.engine, maskpipe.training.config, "
+        "maskpipe.training.artifact, maskpipe.tracker; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow' or m in "
+        "('maskpipe.predict', 'maskpipe.detect', 'maskpipe.crop', 'maskpipe.pyfunc', 'maskpipe.serve')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(REPO / "src"), "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("script, args, section, key, message", [
-    ("report.py", ["mask_cnn", "--params", "params.yaml"], "report", "primary_metrc",
-     "report: params.yaml: report.primary_metrc: unknown key (did you mean 'primary_metric'?)"),
-    ("convert_mat.py", ["--params", "params.yaml"], "convert_mat", "train_fil",
-     "convert_mat: error: params.yaml: convert_mat.train_fil: unknown key (did you mean 'train_file'?)"),
-])
+@pytest.mark.parametrize(
+    "script, args, section, key, message",
+    [
+        (
+            "report.py",
+            ["mask_cnn", "--params", "params.yaml"],
+            "report",
+            "primary_metrc",
+            "report: params.yaml: report.primary_metrc: unknown key (did you mean 'primary_metric'?)",
+        ),
+        (
+            "convert_mat.py",
+            ["--params", "params.yaml"],
+            "convert_mat",
+            "train_fil",
+            "convert_mat: error: params.yaml: convert_mat.train_fil: unknown key (did you mean 'train_file'?)",
+        ),
+    ],
+)
 def test_other_stages_stop_on_an_unknown_key_with_one_line(tmp_path, script, args, section, key, message):
     params = copy.deepcopy(repo_params())
     params[section][key] = 1

@@ -11,7 +11,6 @@ import json
 import pandas as pd
 import pytest
 import yaml
-
 from tiny_pipeline import run
 
 

@@ -11,8 +11,11 @@ import pytest
 
 from maskpipe.evaluation import html_template as ht
 
-FAKE = {"vega": "var vega={version:'x'};", "vega-lite": "var vegaLite={};/* '</script>' */",
-        "vega-embed": "var vegaEmbed=function(){};"}
+FAKE = {
+    "vega": "var vega={version:'x'};",
+    "vega-lite": "var vegaLite={};/* '</script>' */",
+    "vega-embed": "var vegaEmbed=function(){};",
+}
 
 
 def test_template_has_plot_divs_but_no_cdn_scripts_placeholder():
@@ -48,7 +51,9 @@ def test_dvc_plots_show_renders_offline(tmp_path, template):
     (repo / "eval").mkdir(parents=True)
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
-    (repo / "eval/roc_with_mask.csv").write_text("fpr,tpr,threshold\n0,0,inf\n0,0.6,0.9\n0.3,0.9,0.5\n1,1,0.1\n")
+    (repo / "eval/roc_with_mask.csv").write_text(
+        "fpr,tpr,threshold\n0,0,inf\n0,0.6,0.9\n0.3,0.9,0.5\n1,1,0.1\n"
+    )
     (repo / "eval/roc_without_mask.csv").write_text("fpr,tpr,threshold\n0,0,inf\n0.2,0.7,0.6\n1,1,0.2\n")
     (repo / "eval/confusion.csv").write_text("actual,predicted\na,a\na,b\nb,b\nb,b\n")
     (repo / "history.csv").write_text("epoch,train_loss,val_loss\n1,0.9,1.0\n2,0.5,0.7\n")
@@ -73,8 +78,9 @@ def test_dvc_plots_show_renders_offline(tmp_path, template):
     shutil.copy(template, local)
     assert ht.set_dvc_config(local, repo) == "../tpl.html"  # relative to .dvc/, as DVC resolves it
     assert "html_template = ../tpl.html" in (repo / ".dvc/config.local").read_text()
-    subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", "out"], cwd=repo, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "show", "-o", "out"], cwd=repo, check=True, capture_output=True
+    )
     html = (repo / "out/index.html").read_text()
     assert ht.check_offline(html) == []
     result = ht.render_check(repo / "out/index.html")
@@ -84,8 +90,9 @@ def test_dvc_plots_show_renders_offline(tmp_path, template):
 
     # without the template the page needs the CDN, and the Node check says it does not render
     (repo / ".dvc/config.local").unlink()
-    subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", "cdn"], cwd=repo, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "show", "-o", "cdn"], cwd=repo, check=True, capture_output=True
+    )
     assert ht.check_offline((repo / "cdn/index.html").read_text())
     with pytest.raises(ht.TemplateBuildError, match="do not render"):
         ht.render_check(repo / "cdn/index.html")

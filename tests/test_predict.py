@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_factory import make_model
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -15,10 +16,16 @@ from maskpipe.cli import app
 from maskpipe.crop_geometry import crop_face
 from maskpipe.detect import Detection, iou
 from maskpipe.imaging import ImageReadError, open_rgb
-from maskpipe.predict import (ANOMALY, Predictor, PredictError, PredictSettings, predict_path, report_lines,
-                              resolve_model)
+from maskpipe.predict import (
+    ANOMALY,
+    PredictError,
+    Predictor,
+    PredictSettings,
+    predict_path,
+    report_lines,
+    resolve_model,
+)
 from maskpipe.voc import parse_voc
-from model_factory import make_model
 
 KAGGLE = "kaggle-face-mask-detection"
 MULTI_FACE = "maksssksksss30"  # 7 annotated faces, with and without masks
@@ -36,8 +43,10 @@ def predictor(models) -> Predictor:
 
 
 def kaggle(shared, stem):
-    return (shared / KAGGLE / "images" / f"{stem}.png",
-            [o.box for o in parse_voc(shared / KAGGLE / "annotations" / f"{stem}.xml").objects])
+    return (
+        shared / KAGGLE / "images" / f"{stem}.png",
+        [o.box for o in parse_voc(shared / KAGGLE / "annotations" / f"{stem}.xml").objects],
+    )
 
 
 def matched(faces, boxes, threshold=0.5):
@@ -51,7 +60,9 @@ class FixedDetector:
         self.boxes = boxes
 
     def __call__(self, img):
-        return [Detection(box=tuple(map(float, b)), score=1.0, raw_box=tuple(map(float, b))) for b in self.boxes]
+        return [
+            Detection(box=tuple(map(float, b)), score=1.0, raw_box=tuple(map(float, b))) for b in self.boxes
+        ]
 
 
 @pytest.mark.shared
@@ -85,8 +96,9 @@ def test_faces_are_classified_on_crop_stage_crops(shared, models):
     crops = [crop_face(img, b, pred.settings.crop_settings())[0] for b in boxes]
     direct = pred.classify(crops)
     assert [f["probabilities"] for f in faces] == [d["probabilities"] for d in direct]
-    assert [f["padded_box"] for f in faces] == [list(crop_face(img, b, pred.settings.crop_settings())[1])
-                                               for b in boxes]
+    assert [f["padded_box"] for f in faces] == [
+        list(crop_face(img, b, pred.settings.crop_settings())[1]) for b in boxes
+    ]
 
 
 def test_binary_and_oneclass_outputs(models):
@@ -145,8 +157,13 @@ def test_folder_in_batches_with_bad_files_reported(shared, tmp_path, models):
     pred = Predictor.from_path(models["multiclass"], PredictSettings(batch_size=2))
     report = predict_path(folder, pred, viz_dir=tmp_path / "viz", progress=False)
     by_source = {e["source"]: e for e in report["inputs"]}
-    assert set(by_source) == {"maksssksksss0.png", "maksssksksss1.png", f"sub/{MULTI_FACE}.png",
-                              "truncated.png", "notes.jpg"}
+    assert set(by_source) == {
+        "maksssksksss0.png",
+        "maksssksksss1.png",
+        f"sub/{MULTI_FACE}.png",
+        "truncated.png",
+        "notes.jpg",
+    }
     assert "truncated.png" in by_source["truncated.png"]["error"]
     assert "notes.jpg" in by_source["notes.jpg"]["error"]
     assert report["summary"]["errors"] == 2
@@ -180,8 +197,10 @@ def write_video(path: Path, frames: list[Image.Image], fps: int = 10) -> None:
 def test_video_sampled_every_n_frames_with_annotated_output(shared, tmp_path, models):
     import av
 
-    stills = [open_rgb(shared / KAGGLE / "images" / f"{s}.png").resize((400, 242))
-              for s in (MULTI_FACE, "maksssksksss19")]
+    stills = [
+        open_rgb(shared / KAGGLE / "images" / f"{s}.png").resize((400, 242))
+        for s in (MULTI_FACE, "maksssksksss19")
+    ]
     frames = [stills[0]] * 6 + [stills[1]] * 6  # 12 frames, the scene changes at frame 6
     video = tmp_path / "clip.mp4"
     write_video(video, frames)
@@ -220,7 +239,10 @@ def test_tiny_image_in_a_folder_costs_the_others_nothing(tmp_path, models):
     Image.new("RGB", (120, 90), "white").save(folder / "plain.png")
     report = predict_path(folder, Predictor.from_path(models["binary"]), progress=False)
     assert [(i["source"], i["error"], i["faces"]) for i in report["inputs"]] == [
-        ("dot.png", None, []), ("plain.png", None, []), ("strip.png", None, [])]
+        ("dot.png", None, []),
+        ("plain.png", None, []),
+        ("strip.png", None, []),
+    ]
     assert report["inputs"][0]["width"] == 1
 
 
@@ -254,7 +276,9 @@ def test_predict_on_a_fifo_is_refused_not_a_hang(tmp_path, models, name):
         with open(fifo, "wb"):
             pass
     assert finished, f"predict_path({name}) hung on a FIFO"
-    assert isinstance(result, PredictError) and str(result) == f"{fifo}: not a regular file (a FIFO) - refused"
+    assert (
+        isinstance(result, PredictError) and str(result) == f"{fifo}: not a regular file (a FIFO) - refused"
+    )
     cli = CliRunner().invoke(app, ["predict", str(fifo), "--model", str(models["binary"])])
     assert cli.exit_code == 1 and name in cli.stderr and "FIFO" in cli.stderr
     finished, result = _returns_within(lambda: open_rgb(fifo))
@@ -265,8 +289,19 @@ def test_predict_on_a_fifo_is_refused_not_a_hang(tmp_path, models, name):
 def test_cli_predict_prints_faces_and_writes_json(shared, tmp_path, models):
     image = shared / KAGGLE / "images" / f"{MULTI_FACE}.png"
     out = tmp_path / "out" / "result.json"
-    result = CliRunner().invoke(app, ["predict", str(image), "--model", str(models["multiclass"]),
-                                      "--output", str(out), "--save-viz", str(tmp_path / "viz")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(image),
+            "--model",
+            str(models["multiclass"]),
+            "--output",
+            str(out),
+            "--save-viz",
+            str(tmp_path / "viz"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     face_lines = [line for line in result.stdout.splitlines() if " face " in line]
     report = json.loads(out.read_text())
@@ -286,7 +321,9 @@ def test_cli_errors_are_one_line(tmp_path, models):
     bad_model.write_bytes(b"not a torch file")
     broken = runner.invoke(app, ["predict", str(tmp_path), "--model", str(bad_model)])
     assert broken.exit_code == 1 and "cannot load model file" in broken.stderr
-    detector = runner.invoke(app, ["predict", str(tmp_path), "--model", str(models["binary"]), "--detector", "haar"])
+    detector = runner.invoke(
+        app, ["predict", str(tmp_path), "--model", str(models["binary"]), "--detector", "haar"]
+    )
     assert detector.exit_code == 1 and "unknown detector 'haar'" in detector.stderr
 
 

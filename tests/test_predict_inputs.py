@@ -66,8 +66,21 @@ def test_cli_folder_with_bad_images_keeps_the_good_results(tmp_path, model):
     JSON and no pictures for the good images. Real detector (MTCNN) here."""
     folder = bad_image_folder(tmp_path)
     out, viz = tmp_path / "out.json", tmp_path / "viz"
-    result = CliRunner().invoke(app, ["predict", str(folder), "--model", str(model), "--output", str(out),
-                                      "--save-viz", str(viz), "--batch-size", "3"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(folder),
+            "--model",
+            str(model),
+            "--output",
+            str(out),
+            "--save-viz",
+            str(viz),
+            "--batch-size",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     by_source = {e["source"]: e for e in report["inputs"]}
@@ -117,14 +130,25 @@ def test_folder_counts_what_it_does_not_predict(tmp_path, model):
     pred.detector = BoxDetector()
     report = predict_path(folder, pred, progress=False)
     assert [e["source"] for e in report["inputs"]] == ["face.png"]
-    assert report["summary"]["skipped"] == {"broken_link": 3, "link_not_followed": 1, "other_file": 2,
-                                            "special_file": 1, "video": 1}
+    assert report["summary"]["skipped"] == {
+        "broken_link": 3,
+        "link_not_followed": 1,
+        "other_file": 2,
+        "special_file": 1,
+        "video": 1,
+    }
     kinds = {s["source"]: s["kind"] for s in report["skipped"]}
-    assert kinds["clip.mp4"] == "video" and kinds["notes.txt"] == "other_file" and kinds["loop_a"] == "broken_link"
+    assert (
+        kinds["clip.mp4"] == "video"
+        and kinds["notes.txt"] == "other_file"
+        and kinds["loop_a"] == "broken_link"
+    )
     assert kinds["pipe.png"] == "special_file" and kinds[str(Path("deeper") / "up")] == "link_not_followed"
     lines = report_lines(report)
     assert "clip.mp4: skipped (a video inside a folder; predict it on its own)" in lines
-    assert lines[-1].endswith("skipped 3 broken_link, 1 link_not_followed, 2 other_file, 1 special_file, 1 video")
+    assert lines[-1].endswith(
+        "skipped 3 broken_link, 1 link_not_followed, 2 other_file, 1 special_file, 1 video"
+    )
 
 
 def write_truncated_mp4(path: Path, frames: int = 60, keep: float = 0.4) -> None:
@@ -136,7 +160,9 @@ def write_truncated_mp4(path: Path, frames: int = 60, keep: float = 0.4) -> None
         stream = out.add_stream("mpeg4", rate=Fraction(10))
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for _ in range(frames):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="rgb24"
+            )
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():
@@ -156,8 +182,9 @@ def test_truncated_video_is_reported_with_the_numbers(tmp_path, model):
         report = predict_path(video, pred, every_n=5, progress=False)
     (entry,) = report["inputs"]
     assert entry["frames_expected"] == 60 and 0 < entry["frames_total"] < 60
-    assert entry["warnings"] == [f"decoded {entry['frames_total']} of the 60 frames the header announces "
-                                 "(truncated file?)"]
+    assert entry["warnings"] == [
+        f"decoded {entry['frames_total']} of the 60 frames the header announces (truncated file?)"
+    ]
     assert report["summary"]["warnings"] == 1
     assert any("cut.mp4: WARNING decoded" in line for line in report_lines(report))
 
@@ -177,8 +204,10 @@ def test_cli_prints_the_truncation_warning(tmp_path, model):
     video = tmp_path / "cut.mp4"
     write_truncated_mp4(video)
     out = tmp_path / "out.json"
-    result = CliRunner().invoke(app, ["predict", str(video), "--model", str(model), "-q", "--every-n-frames", "30",
-                                      "--output", str(out)])
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(video), "--model", str(model), "-q", "--every-n-frames", "30", "--output", str(out)],
+    )
     assert result.exit_code == 0, result.output
     assert "warning(s)" in result.stdout.splitlines()[-1]
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("warning:")]

@@ -10,15 +10,20 @@ from maskpipe.training.config import resolve_model_config
 from maskpipe.training.losses import per_sample_reconstruction_error
 from maskpipe.training.predict import model_scores
 
-AE = {"arch": "conv_autoencoder", "task": "oneclass", "datasets": ["folders"], "classes": ["with_mask"],
-      "image_size": 16}
+AE = {
+    "arch": "conv_autoencoder",
+    "task": "oneclass",
+    "datasets": ["folders"],
+    "classes": ["with_mask"],
+    "image_size": 16,
+}
 
 
 def test_lower_region_scores_only_the_lower_half():
     x = torch.zeros(2, 3, 8, 8)
     recon = x.clone()
-    recon[0, :, :4] = 1.0   # image 0: wrong only in the upper half
-    recon[1, :, 4:] = 1.0   # image 1: wrong only in the lower half
+    recon[0, :, :4] = 1.0  # image 0: wrong only in the upper half
+    recon[1, :, 4:] = 1.0  # image 1: wrong only in the lower half
     full = per_sample_reconstruction_error(recon, x)
     lower = per_sample_reconstruction_error(recon, x, "lower")
     assert full.tolist() == [0.5, 0.5]
@@ -43,8 +48,17 @@ def test_model_scores_follow_the_artifacts_region_and_config_checks_it():
 
 
 def test_a_profile_that_swaps_the_architecture_is_recorded():
-    all_params = {"models": {"b": {"arch": "resnet50", "task": "binary", "datasets": ["synthetic"],
-                                   "classes": ["without_mask", "with_mask"], "image_size": 64}},
-                  "profiles": {"cpu": {"b": {"arch": "mobilenet_v2"}}}}
+    all_params = {
+        "models": {
+            "b": {
+                "arch": "resnet50",
+                "task": "binary",
+                "datasets": ["synthetic"],
+                "classes": ["without_mask", "with_mask"],
+                "image_size": 64,
+            }
+        },
+        "profiles": {"cpu": {"b": {"arch": "mobilenet_v2"}}},
+    }
     assert resolve_model_config(all_params, "b", profile="cpu").seed_arch == "resnet50"
     assert resolve_model_config(all_params, "b", profile="seed").seed_arch is None

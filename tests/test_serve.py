@@ -19,11 +19,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from model_factory import make_model
 from PIL import Image
 
 from maskpipe.predict import Predictor, PredictSettings, resolve_model
 from maskpipe.serve import ServeSettings, create_app
-from model_factory import make_model
 
 KAGGLE = "kaggle-face-mask-detection"
 MULTI_FACE = "maksssksksss30"
@@ -31,11 +31,22 @@ MULTI_FACE = "maksssksksss30"
 
 def png_header_only(width: int, height: int) -> bytes:
     """A tiny PNG file whose header claims width x height pixels (a decompression bomb's shape)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -94,15 +105,37 @@ def test_bad_inputs_get_4xx_and_the_server_keeps_serving(client, kaggle_png):
     cases = [
         ("empty body", dict(content=b""), 400, "no image"),
         ("form without file", dict(files={"other": (None, "x")}), 400, "field 'file'"),
-        ("text file", dict(files={"file": ("notes.txt", b"hello, not an image", "text/plain")}), 415, "not an image"),
+        (
+            "text file",
+            dict(files={"file": ("notes.txt", b"hello, not an image", "text/plain")}),
+            415,
+            "not an image",
+        ),
         ("truncated PNG", dict(files={"file": ("cut.png", truncated, "image/png")}), 422, "cut.png"),
-        ("over the pixel limit", dict(files={"file": ("big.png", png_header_only(1200, 1000), "image/png")}),
-         413, "exceeds the 1000000 pixel limit"),
-        ("decompression bomb", dict(files={"file": ("bomb.png", png_header_only(50_000, 50_000), "image/png")}),
-         413, "bomb.png"),
-        ("body over the size limit", dict(files={"file": ("huge.png", b"\x89PNG" + os.urandom(700_000), "image/png")}),
-         413, "request body too large"),
-        ("chunked body over the limit", dict(content=iter([b"x" * 200_000] * 4)), 413, "request body too large"),
+        (
+            "over the pixel limit",
+            dict(files={"file": ("big.png", png_header_only(1200, 1000), "image/png")}),
+            413,
+            "exceeds the 1000000 pixel limit",
+        ),
+        (
+            "decompression bomb",
+            dict(files={"file": ("bomb.png", png_header_only(50_000, 50_000), "image/png")}),
+            413,
+            "bomb.png",
+        ),
+        (
+            "body over the size limit",
+            dict(files={"file": ("huge.png", b"\x89PNG" + os.urandom(700_000), "image/png")}),
+            413,
+            "request body too large",
+        ),
+        (
+            "chunked body over the limit",
+            dict(content=iter([b"x" * 200_000] * 4)),
+            413,
+            "request body too large",
+        ),
     ]
     for name, kwargs, status, message in cases:
         response = client.post("/predict", **kwargs)
@@ -131,8 +164,9 @@ def test_health_names_the_model_but_not_its_path(client, model_path):
 
 def test_tiny_images_get_200_with_no_faces(client):
     for size in [(1, 1), (12, 12), (19, 19), (500, 15)]:
-        response = client.post("/predict", files={"file": ("tiny.png", png_bytes(Image.new("RGB", size, "gray")),
-                                                            "image/png")})
+        response = client.post(
+            "/predict", files={"file": ("tiny.png", png_bytes(Image.new("RGB", size, "gray")), "image/png")}
+        )
         assert response.status_code == 200, (size, response.text)
         assert response.json()["faces"] == [] and response.json()["summary"]["faces"] == 0
 
@@ -156,12 +190,18 @@ def test_unexpected_error_is_a_clean_json_500_and_the_server_keeps_serving(app_p
 
     monkeypatch.setattr(predictor, "predict_image", flaky)
     with TestClient(app) as c:
-        bad = c.post("/predict", files={"file": ("a.png", png_bytes(Image.new("RGB", (64, 64))), "image/png")})
+        bad = c.post(
+            "/predict", files={"file": ("a.png", png_bytes(Image.new("RGB", (64, 64))), "image/png")}
+        )
         assert bad.status_code == 500 and bad.headers["content-type"] == "application/json"
-        assert bad.json() == {"detail": "a.png: internal error while predicting (see the server log); "
-                                        "other requests are not affected"}
+        assert bad.json() == {
+            "detail": "a.png: internal error while predicting (see the server log); "
+            "other requests are not affected"
+        }
         assert "Traceback" not in bad.text and "/srv/x" not in bad.text
-        good = c.post("/predict", files={"file": ("b.png", png_bytes(Image.new("RGB", (64, 64))), "image/png")})
+        good = c.post(
+            "/predict", files={"file": ("b.png", png_bytes(Image.new("RGB", (64, 64))), "image/png")}
+        )
         assert good.status_code == 200 and good.json()["faces"] == []
 
 
@@ -193,8 +233,14 @@ def test_images_are_decoded_in_the_bounded_worker_pool_not_on_the_event_loop(app
     monkeypatch.setattr(serve_mod, "decode_image", blocking_decode)
     with TestClient(app) as c:
         result = {}
-        upload = threading.Thread(target=lambda: result.setdefault(
-            "r", c.post("/predict", files={"file": ("p.png", png_bytes(Image.new("RGB", (64, 64))), "image/png")})))
+        upload = threading.Thread(
+            target=lambda: result.setdefault(
+                "r",
+                c.post(
+                    "/predict", files={"file": ("p.png", png_bytes(Image.new("RGB", (64, 64))), "image/png")}
+                ),
+            )
+        )
         upload.start()
         assert decoding.wait(30)
         health = c.get("/health")  # answered while the decode is still blocked
@@ -217,8 +263,10 @@ def test_serve_workers_setting_is_bounded():
 def store(tmp_path_factory):
     """A private MLflow store (sqlite + artifacts) for this module."""
     root = tmp_path_factory.mktemp("mlflow")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-           "MASKPIPE_MLFLOW_ARTIFACTS": str(root / "mlartifacts")}
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "MASKPIPE_MLFLOW_ARTIFACTS": str(root / "mlartifacts"),
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env
@@ -248,8 +296,13 @@ def test_pyfunc_model_predicts_like_maskpipe_predict(registered, model_path, kag
     model = load(f"models:/{registered}/latest")
     image_path = shared / KAGGLE / "images" / f"{MULTI_FACE}.png"
     monkeypatch.setenv("MASKPIPE_PYFUNC_ALLOWED_DIR", str(image_path.parent))  # the path column is opt-in
-    frame = pd.DataFrame([{"image": base64.b64encode(kaggle_png).decode()}, {"path": str(image_path)},
-                          {"image": "not base64!"}])
+    frame = pd.DataFrame(
+        [
+            {"image": base64.b64encode(kaggle_png).decode()},
+            {"path": str(image_path)},
+            {"image": "not base64!"},
+        ]
+    )
     out = model.predict(frame, params={"annotate": True})
     expected = Predictor.from_path(model_path, PredictSettings()).predict_image(Image.open(image_path))
     assert out.loc[0, "faces"] == expected and out.loc[1, "faces"] == expected
@@ -276,9 +329,15 @@ def test_pyfunc_path_column_is_off_by_default(pyfunc_model, tmp_path, monkeypatc
     monkeypatch.delenv("MASKPIPE_PYFUNC_ALLOWED_DIR", raising=False)
     server_file = tmp_path / "server_secret.png"
     Image.new("RGB", (64, 64), "red").save(server_file)
-    out = pyfunc_model.predict(None, pd.DataFrame([{"path": str(server_file)}, {"image": b64_png(Image.new("RGB", (64, 64)))}]),
-                               params={"annotate": True})
-    assert "'path' column is disabled" in out.loc[0, "error"] and "MASKPIPE_PYFUNC_ALLOWED_DIR" in out.loc[0, "error"]
+    out = pyfunc_model.predict(
+        None,
+        pd.DataFrame([{"path": str(server_file)}, {"image": b64_png(Image.new("RGB", (64, 64)))}]),
+        params={"annotate": True},
+    )
+    assert (
+        "'path' column is disabled" in out.loc[0, "error"]
+        and "MASKPIPE_PYFUNC_ALLOWED_DIR" in out.loc[0, "error"]
+    )
     assert out.loc[0, "width"] is None and out.loc[0, "annotated_png"] is None
     assert out.loc[1, "error"] is None and out.loc[1, "width"] == 64 and out.loc[1, "annotated_png"]
 
@@ -292,15 +351,26 @@ def test_pyfunc_path_column_stays_inside_the_allowed_folder(pyfunc_model, tmp_pa
     (allowed / "link.png").symlink_to(outside / "secret.png")  # a link inside that points out
     (allowed / "dirlink").symlink_to(outside)
     monkeypatch.setenv("MASKPIPE_PYFUNC_ALLOWED_DIR", str(allowed))
-    paths = ["sub/ok.png", str(allowed / "sub" / "ok.png"),  # relative and absolute, inside
-             str(outside / "secret.png"), str(outside / "missing.png"),  # outside: exists / does not
-             "../outside/secret.png", "../outside/missing.png", "link.png", "dirlink/secret.png",
-             "/etc/passwd", "/etc/no-such-file", "sub/missing.png"]
+    paths = [
+        "sub/ok.png",
+        str(allowed / "sub" / "ok.png"),  # relative and absolute, inside
+        str(outside / "secret.png"),
+        str(outside / "missing.png"),  # outside: exists / does not
+        "../outside/secret.png",
+        "../outside/missing.png",
+        "link.png",
+        "dirlink/secret.png",
+        "/etc/passwd",
+        "/etc/no-such-file",
+        "sub/missing.png",
+    ]
     out = pyfunc_model.predict(None, pd.DataFrame([{"path": p} for p in paths]))
-    errors = dict(zip(paths, out["error"]))
+    errors = dict(zip(paths, out["error"], strict=True))
     assert errors["sub/ok.png"] is None and out.loc[0, "width"] == 64 and out.loc[1, "height"] == 48
     for path in paths[2:-1]:
-        assert errors[path] == f"path {path!r}: not allowed (only images inside the allowed folder can be read)", path
+        assert (
+            errors[path] == f"path {path!r}: not allowed (only images inside the allowed folder can be read)"
+        ), path
         assert out.loc[paths.index(path), "width"] is None
     # inside the folder a missing file may say so, without the server's own folder names
     assert "file not found" in errors["sub/missing.png"] and str(allowed) not in errors["sub/missing.png"]
@@ -315,9 +385,13 @@ def test_pyfunc_bad_row_gets_an_error_the_others_their_results(pyfunc_model, mon
         return real(img)
 
     monkeypatch.setattr(pyfunc_model.predictor, "predict_image", fails_on_odd_size)
-    rows = [{"image": b64_png(Image.new("RGB", (1, 1)))}, {"image": b64_png(Image.new("RGB", (500, 15)))},
-            {"image": b64_png(Image.new("RGB", (33, 33)))}, {"image": "not base64!"},
-            {"image": b64_png(Image.new("RGB", (64, 64)))}]
+    rows = [
+        {"image": b64_png(Image.new("RGB", (1, 1)))},
+        {"image": b64_png(Image.new("RGB", (500, 15)))},
+        {"image": b64_png(Image.new("RGB", (33, 33)))},
+        {"image": "not base64!"},
+        {"image": b64_png(Image.new("RGB", (64, 64)))},
+    ]
     out = pyfunc_model.predict(None, pd.DataFrame(rows), params={"annotate": True})
     assert list(out["error"])[:2] == [None, None] and list(out["n_faces"])[:2] == [0, 0]  # tiny: zero faces
     assert out.loc[2, "error"] == "internal error while predicting this row (RuntimeError)"
@@ -334,7 +408,10 @@ def test_pyfunc_model_holds_no_pickle(registered, store):
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert {"MLmodel", "pyfunc_model.py", "artifacts/model.pt", "artifacts/predict_settings.json"} <= files
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))]
-    assert json.loads((local / "artifacts" / "predict_settings.json").read_text())["detector"]["name"] == "retinaface"
+    assert (
+        json.loads((local / "artifacts" / "predict_settings.json").read_text())["detector"]["name"]
+        == "retinaface"
+    )
 
 
 def test_predict_resolves_a_registered_model_name(registered, store, tmp_path, monkeypatch):
@@ -355,14 +432,38 @@ def free_port() -> int:
 def test_mlflow_models_serve_answers_invocations(registered, store, kaggle_png, model_path, shared, tmp_path):
     """`mlflow models serve -m models:/maskpipe-<m>/latest --env-manager local`, offline, on 127.0.0.1."""
     port = free_port()
-    env = {**os.environ, **store, "MLFLOW_DISABLE_TELEMETRY": "true",
-           # mlflow starts `uvicorn` by name: the venv's bin must be on PATH
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        **store,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        # mlflow starts `uvicorn` by name: the venv's bin must be on PATH
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     log = tmp_path / "serve.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{registered}/latest",
-                                 "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                                stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                f"models:/{registered}/latest",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                "1",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -373,14 +474,24 @@ def test_mlflow_models_serve_answers_invocations(registered, store, kaggle_png, 
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"mlflow models serve did not come up:\n{log.read_text()[-3000:]}")
                 time.sleep(0.5)
-        payload = json.dumps({"dataframe_records": [{"image": base64.b64encode(kaggle_png).decode()},
-                                                    {"image": base64.b64encode(b"GIF89a-broken").decode()}]})
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=payload.encode(),
-                                         headers={"Content-Type": "application/json"})
+        payload = json.dumps(
+            {
+                "dataframe_records": [
+                    {"image": base64.b64encode(kaggle_png).decode()},
+                    {"image": base64.b64encode(b"GIF89a-broken").decode()},
+                ]
+            }
+        )
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=payload.encode(),
+            headers={"Content-Type": "application/json"},
+        )
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
         good, bad = answer["predictions"]
         expected = Predictor.from_path(model_path, PredictSettings()).predict_image(
-            Image.open(shared / KAGGLE / "images" / f"{MULTI_FACE}.png"))
+            Image.open(shared / KAGGLE / "images" / f"{MULTI_FACE}.png")
+        )
         assert good["faces"] == json.loads(json.dumps(expected)) and good["error"] is None
         assert bad["faces"] == [] and "image" in bad["error"]
     finally:

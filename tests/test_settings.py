@@ -28,8 +28,9 @@ class Example(Section):
 
 
 def test_defaults_and_values():
-    cfg = Example.from_mapping({"padding": 1, "limit": 5, "names": ["b"], "box": [3, 4],
-                                "inner": {"depth": 3}}, "crop")
+    cfg = Example.from_mapping(
+        {"padding": 1, "limit": 5, "names": ["b"], "box": [3, 4], "inner": {"depth": 3}}, "crop"
+    )
     assert cfg.padding == 1.0 and isinstance(cfg.padding, float)
     assert cfg.limit == 5 and cfg.names == ["b"] and cfg.box == (3, 4) and cfg.inner.depth == 3
     assert Example.from_mapping(None, "crop") == Example()
@@ -44,23 +45,30 @@ def test_unknown_key_names_nearest():
         Example.from_mapping({"inner": {"dpth": 1}}, "crop")
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("padding", "abc", r"crop\.padding: expected a number, got 'abc' \(a str\)"),
-    ("padding", "inf", r"crop\.padding: expected a number"),
-    ("padding", float("inf"), r"crop\.padding: expected a finite number"),
-    ("padding", float("nan"), r"crop\.padding: expected a finite number"),
-    ("padding", 5, r"crop\.padding: must be >= 0 and <= 2, got 5"),
-    ("size", 2.5, r"crop\.size: expected an integer"),
-    ("size", True, r"crop\.size: expected an integer"),
-    ("size", 4, r"crop\.size: must be >= 8"),
-    ("resize", "strech", r"crop\.resize: 'strech' is not one of stretch, letterbox \(did you mean 'stretch'\?\)"),
-    ("enabled", "yes", r"crop\.enabled: expected true or false"),
-    ("limit", "x", r"crop\.limit: expected an integer"),
-    ("names", ["c"], r"crop\.names: 'c' is not one of a, b"),
-    ("names", "a", r"crop\.names: expected a list"),
-    ("box", [1], r"crop\.box: expected 2 items"),
-    ("inner", {"depth": 0}, r"crop\.inner\.depth: must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("padding", "abc", r"crop\.padding: expected a number, got 'abc' \(a str\)"),
+        ("padding", "inf", r"crop\.padding: expected a number"),
+        ("padding", float("inf"), r"crop\.padding: expected a finite number"),
+        ("padding", float("nan"), r"crop\.padding: expected a finite number"),
+        ("padding", 5, r"crop\.padding: must be >= 0 and <= 2, got 5"),
+        ("size", 2.5, r"crop\.size: expected an integer"),
+        ("size", True, r"crop\.size: expected an integer"),
+        ("size", 4, r"crop\.size: must be >= 8"),
+        (
+            "resize",
+            "strech",
+            r"crop\.resize: 'strech' is not one of stretch, letterbox \(did you mean 'stretch'\?\)",
+        ),
+        ("enabled", "yes", r"crop\.enabled: expected true or false"),
+        ("limit", "x", r"crop\.limit: expected an integer"),
+        ("names", ["c"], r"crop\.names: 'c' is not one of a, b"),
+        ("names", "a", r"crop\.names: expected a list"),
+        ("box", [1], r"crop\.box: expected 2 items"),
+        ("inner", {"depth": 0}, r"crop\.inner\.depth: must be >= 1"),
+    ],
+)
 def test_bad_values_are_named(key, value, message):
     with pytest.raises(ConfigError, match=message):
         Example.from_mapping({key: value}, "crop")
@@ -78,8 +86,11 @@ class Renamed(Section):
 
 
 def test_moved_key_says_where_it_lives_now():
-    with pytest.raises(ConfigError, match=r"^params\.yaml: evaluate\.threshold_percentile: moved to "
-                                          r"models\.<model>\.threshold_percentile$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^params\.yaml: evaluate\.threshold_percentile: moved to "
+        r"models\.<model>\.threshold_percentile$",
+    ):
         Renamed.from_mapping({"threshold_percentile": 75}, "evaluate")
     assert Renamed.from_mapping({"size": 3}, "evaluate").size == 3
 

@@ -59,14 +59,20 @@ def test_stratified_per_dataset_and_label():
         assert (part.split == "test").sum() == int(n * 0.15 + 0.5), (dataset, label)
         assert (part.split == "val").sum() == int(n * 0.15 + 0.5), (dataset, label)
     # the rare label reaches every split in roughly the target share (by image, it is the stratum)
-    rare = faces[faces.label == "mask_weared_incorrect"].drop_duplicates("group").split.value_counts(normalize=True)
+    rare = (
+        faces[faces.label == "mask_weared_incorrect"]
+        .drop_duplicates("group")
+        .split.value_counts(normalize=True)
+    )
     assert rare["val"] == pytest.approx(0.15, abs=0.05) and rare["test"] == pytest.approx(0.15, abs=0.05)
 
 
 def test_adding_a_dataset_leaves_the_others_alone():
     faces = faces_frame()
     base = splits.assign_splits(faces, 0.15, 0.15, seed=5)
-    extra = pd.DataFrame([{"group": f"c:{i}", "dataset": "c", "label": "without_mask", "face": 0} for i in range(50)])
+    extra = pd.DataFrame(
+        [{"group": f"c:{i}", "dataset": "c", "label": "without_mask", "face": 0} for i in range(50)]
+    )
     grown = splits.assign_splits(pd.concat([faces, extra], ignore_index=True), 0.15, 0.15, seed=5)
     assert grown.iloc[: len(faces)].equals(base)
 
@@ -108,7 +114,9 @@ def brute_force_pairs(h: np.ndarray, d: int) -> set[tuple[int, int, int]]:
 @pytest.mark.parametrize("max_distance", [0, 2, 4, 10, 20])
 def test_near_duplicate_pairs_match_brute_force(max_distance):
     rng = np.random.default_rng(max_distance)
-    base = rng.integers(0, 2**63, 150, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 150, dtype=np.uint64)
+    base = rng.integers(0, 2**63, 150, dtype=np.uint64) * np.uint64(2) + rng.integers(
+        0, 2, 150, dtype=np.uint64
+    )
     # plant near-duplicates: copies with a few bits flipped, anywhere in the 64 bits
     copies = []
     for k in range(60):
@@ -126,9 +134,13 @@ def test_popcount_and_phash():
     values = np.array([0, 1, 2**64 - 1, 0xF0F0], dtype=np.uint64)
     assert dedup.popcount64(values).tolist() == [0, 1, 64, 8]
     rng = np.random.default_rng(0)
-    smooth = Image.fromarray(np.kron(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), np.ones((16, 16, 1), np.uint8)))
+    smooth = Image.fromarray(
+        np.kron(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), np.ones((16, 16, 1), np.uint8))
+    )
     brighter = ImageEnhance.Brightness(smooth).enhance(1.1)
-    other = Image.fromarray(np.kron(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), np.ones((16, 16, 1), np.uint8)))
+    other = Image.fromarray(
+        np.kron(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), np.ones((16, 16, 1), np.uint8))
+    )
     a, b, c = (dedup.phash_int(i) for i in (smooth, brighter, other))
     assert 0 <= a < 2**64
     assert bin(a ^ b).count("1") <= 4 < bin(a ^ c).count("1")

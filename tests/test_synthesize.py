@@ -156,7 +156,9 @@ def test_no_face_falls_back_to_box_and_is_still_masked(templates):
     rect = (21.0, 21.0, 235.0, 235.0)
     landmarks = find_landmarks(image, rect, dataset="lfw")
     assert landmarks.method == BOX and landmarks.reason
-    result = synthesize_face(image, rect, Plan(WITH_MASK, CORRECT, "surgical"), templates, {}, settings(), landmarks)
+    result = synthesize_face(
+        image, rect, Plan(WITH_MASK, CORRECT, "surgical"), templates, {}, settings(), landmarks
+    )
     assert np.asarray(result.mask).mean() > 0
 
 
@@ -166,9 +168,9 @@ def test_face_rect_in_crop_stretch_and_letterbox():
         (25.6, 51.2, 230.4, 204.8)
     )
     # letterboxed: uniform scale 2.56, 64 px bars above and below
-    assert face_rect_in_crop((256, 256), (110, 210, 190, 240), (100, 200, 200, 250), letterbox=True) == pytest.approx(
-        (25.6, 64 + 25.6, 230.4, 64 + 102.4)
-    )
+    assert face_rect_in_crop(
+        (256, 256), (110, 210, 190, 240), (100, 200, 200, 250), letterbox=True
+    ) == pytest.approx((25.6, 64 + 25.6, 230.4, 64 + 102.4))
     with pytest.raises(ValueError):
         face_rect_in_crop((256, 256), (0, 0, 10, 10), (50, 50, 60, 60))
     bars = np.zeros((256, 256, 3), np.uint8)
@@ -348,10 +350,14 @@ def test_masks_stay_inside_the_face_box(shared, lfw_faces, templates):
         x0, y0, x1, y1 = rect
         mx, my = BOX_MARGIN * (x1 - x0), BOX_MARGIN * (y1 - y0)
         inside = np.zeros_like(mask)
-        inside[max(0, int(y0 - my)) : int(math.ceil(y1 + my)), max(0, int(x0 - mx)) : int(math.ceil(x1 + mx))] = True
+        inside[
+            max(0, int(y0 - my)) : int(math.ceil(y1 + my)), max(0, int(x0 - mx)) : int(math.ceil(x1 + mx))
+        ] = True
         fractions.append(1 - (mask & inside).sum() / mask.sum())
         (chin if wear == ON_CHIN else others).append(fractions[-1])
-    print(f"\nmask share outside the padded face box: median {np.median(fractions):.1%}, max {max(fractions):.1%}")
+    print(
+        f"\nmask share outside the padded face box: median {np.median(fractions):.1%}, max {max(fractions):.1%}"
+    )
     assert len(fractions) >= 0.8 * len(faces) >= 16
     assert np.median(fractions) <= 0.03
     assert max(others) <= 0.10  # worn or lowered: ear loops / gas-mask filters only
@@ -416,7 +422,14 @@ def crop_index(shared, tmp_path_factory):
 
     for i, path in enumerate(sorted((shared / "face-mask-folders" / "without_mask").iterdir())[:6]):
         img = open_rgb(path)
-        add("mask_folders", "without_mask", img, (0, 0, img.width, img.height), path.stem, ("train", "val", "test")[i % 3])
+        add(
+            "mask_folders",
+            "without_mask",
+            img,
+            (0, 0, img.width, img.height),
+            path.stem,
+            ("train", "val", "test")[i % 3],
+        )
     for path in sorted((shared / "lfw-subset").glob("*/*.jpg"))[:3]:
         add("lfw", "without_mask", open_rgb(path), LFW_BOX, path.stem, "train")
     img = open_rgb(shared / "kaggle-face-mask-detection" / "images" / "maksssksksss0.png")
@@ -438,9 +451,13 @@ def test_run_writes_contract_outputs_deterministically(shared, crop_index):
     root, index = crop_index
     masktheface = shared / "masktheface"
     out = root / "data" / "synthetic"
-    first = run_synthesis(index, masktheface, out, settings(workers=2, incorrect_fraction=0.4), base=root, progress=False)
+    first = run_synthesis(
+        index, masktheface, out, settings(workers=2, incorrect_fraction=0.4), base=root, progress=False
+    )
     digest = _digest(out)
-    second = run_synthesis(index, masktheface, out, settings(workers=1, incorrect_fraction=0.4), base=root, progress=False)
+    second = run_synthesis(
+        index, masktheface, out, settings(workers=1, incorrect_fraction=0.4), base=root, progress=False
+    )
     assert _digest(out) == digest  # same bytes with 2 workers and with 1
     assert synthesis_metrics(first) == synthesis_metrics(second)
 
@@ -450,7 +467,9 @@ def test_run_writes_contract_outputs_deterministically(shared, crop_index):
     assert first.faces == 11  # the with_mask face is not a source
     assert len(records) + len(skipped) == 11
     assert "mask_folders-broken" in set(skipped["source_face_id"])
-    assert (skipped.loc[skipped["source_face_id"] == "mask_folders-broken", "reason_code"] == "unreadable crop").all()
+    assert (
+        skipped.loc[skipped["source_face_id"] == "mask_folders-broken", "reason_code"] == "unreadable crop"
+    ).all()
     assert set(records["label"]) <= {WITH_MASK, INCORRECT} and INCORRECT in set(records["label"])
     sources = pd.read_csv(index).set_index("face_id")
     for row in records.to_dict("records"):
@@ -513,7 +532,9 @@ def test_below_nose_depth_is_drawn_per_face_without_changing_the_other_draws():
     assert [strip(p) for p in fixed] == [strip(p) for p in varied]
     assert varied == [plan_for(i, settings(incorrect_fraction=0.5, below_nose_depth=(0.0, 0.4))) for i in ids]
     with pytest.raises(SynthesisError, match="below_nose_depth"):
-        Settings.from_params({"sources": ["lfw"], "mask_types": ["surgical"], "below_nose_depth": [0.6, 0.2]}, 1)
+        Settings.from_params(
+            {"sources": ["lfw"], "mask_types": ["surgical"], "below_nose_depth": [0.6, 0.2]}, 1
+        )
 
 
 def test_depth_moves_the_top_edge_of_a_lowered_mask(lfw_faces):

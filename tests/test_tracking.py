@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from training_fakes import ALL_DATASETS, make_crops, tiny_params
 
 from maskpipe import tracking
 from maskpipe.training.run import TrainPaths, train_model
-
-from training_fakes import ALL_DATASETS, make_crops, tiny_params
 
 
 def test_default_store_is_under_the_repo_root(tmp_path, monkeypatch):
@@ -44,7 +43,9 @@ def test_run_name_uses_the_dvc_experiment_or_git_sha(monkeypatch):
 def store(tmp_path, monkeypatch):
     root = tmp_path / "repo"
     root.mkdir()
-    make_crops(root, {"mask_folders": ALL_DATASETS["mask_folders"]}, {"train": 6, "val": 3, "test": 2}, size=40)
+    make_crops(
+        root, {"mask_folders": ALL_DATASETS["mask_folders"]}, {"train": 6, "val": 3, "test": 2}, size=40
+    )
     monkeypatch.chdir(root)
     monkeypatch.setenv("DVC_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
@@ -101,9 +102,8 @@ def test_tiny_training_leaves_an_mlflow_run_with_params_metrics_and_model(store)
 
 
 def test_resume_run_without_the_run_file_is_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="mlflow_run.json"):
-        with tracking.resume_run(tmp_path):
-            pass
+    with pytest.raises(FileNotFoundError, match="mlflow_run.json"), tracking.resume_run(tmp_path):
+        pass
 
 
 def test_get_or_create_experiment_is_idempotent(tmp_path, monkeypatch):

@@ -6,16 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from training_fakes import ALL_DATASETS, make_crops, make_synthetic, repo_params, tiny_params
 
-from maskpipe.training import engine
 from maskpipe.settings import ConfigError
+from maskpipe.training import engine
 from maskpipe.training.config import normalization, resolve_model_config
 from maskpipe.training.data import BatchLoader, InMemoryImages, select_samples
 from maskpipe.training.losses import build_loss, inverse_frequency_weights
 from maskpipe.training.models import build_model
 from maskpipe.training.transforms import BatchAugmenter
-
-from training_fakes import ALL_DATASETS, make_crops, make_synthetic, repo_params, tiny_params
 
 MODEL = "mobilenet_v2_3class"
 
@@ -39,8 +38,17 @@ def test_macro_f1_counts_only_classes_that_occur():
 
 def test_evaluate_reports_macro_f1_and_fit_keeps_the_best_f1_epoch():
     # the small CNN keeps this fast; the engine is the same for every architecture
-    p = params(arch="small_cnn", pretrained=None, backbone_lr_mult=1.0, image_size=16, batch_size=8, epochs=2, patience=5, augment=[],
-               monitor="val_macro_f1")
+    p = params(
+        arch="small_cnn",
+        pretrained=None,
+        backbone_lr_mult=1.0,
+        image_size=16,
+        batch_size=8,
+        epochs=2,
+        patience=5,
+        augment=[],
+        monitor="val_macro_f1",
+    )
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (12, 3, 16, 16), dtype=np.uint8)
     y = np.array([0, 1, 2] * 4)
@@ -129,17 +137,23 @@ def test_synthetic_faces_train_the_three_class_model_but_val_and_test_are_real(f
         assert not held["path"].str.startswith("data/synthetic/").any()
     # asked for explicitly (an evaluation extra set), synthetic test faces are still there
     assert (select_samples(crops, synth, p, "test", datasets=["synthetic"])["dataset"] == "synthetic").any()
-    from maskpipe.evaluation.evaluate import evaluation_sets
-
-    from maskpipe.evaluation.evaluate import EvaluateConfig
+    from maskpipe.evaluation.evaluate import EvaluateConfig, evaluation_sets
 
     assert "synthetic" not in evaluation_sets(MODEL, p, EvaluateConfig())["test"]
 
 
 def test_downscale_blurs_about_half_the_images_deterministically():
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8))
-    aug = BatchAugmenter(["downscale"], [0, 0, 0], [1, 1, 1], rotation_degrees=0.0, scale_range=(1.0, 1.0),
-                         brightness=0.0, contrast=0.0, downscale_range=(0.25, 0.5))
+    aug = BatchAugmenter(
+        ["downscale"],
+        [0, 0, 0],
+        [1, 1, 1],
+        rotation_degrees=0.0,
+        scale_range=(1.0, 1.0),
+        brightness=0.0,
+        contrast=0.0,
+        downscale_range=(0.25, 0.5),
+    )
     out = aug(x, generator=torch.Generator().manual_seed(1))
     again = aug(x, generator=torch.Generator().manual_seed(1))
     assert torch.equal(out, again) and out.shape == x.shape

@@ -7,13 +7,20 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from training_fakes import ALL_DATASETS, make_crops, make_synthetic, repo_params, tiny_params
 
 from maskpipe.training.config import resolve_model_config
-from maskpipe.training.data import (BatchLoader, DataError, InMemoryImages, TensorCache, load_images,
-                                    read_crops, read_synthetic, select_samples)
+from maskpipe.training.data import (
+    BatchLoader,
+    DataError,
+    InMemoryImages,
+    TensorCache,
+    load_images,
+    read_crops,
+    read_synthetic,
+    select_samples,
+)
 from maskpipe.training.transforms import BatchAugmenter, preprocess
-
-from training_fakes import ALL_DATASETS, make_crops, make_synthetic, repo_params, tiny_params
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +43,7 @@ def test_selection_honours_datasets_classes_and_split(fake):
     assert set(s["dataset"]) == {"kaggle_face_mask_detection"} and len(s) == 18
     assert set(s["label"]) == {"with_mask", "without_mask", "mask_weared_incorrect"}
     classes = params("resnet50_3class").classes
-    assert all(classes[i] == lbl for i, lbl in zip(s["label_idx"], s["label"]))
+    assert all(classes[i] == lbl for i, lbl in zip(s["label_idx"], s["label"], strict=True))
     val = select_samples(crops, synth, params("resnet50_3class"), "val")
     assert not set(val["path"]) & set(s["path"])
     # mask_cnn lists face_mask_12k too (disabled, no crops): just mask_folders, two classes
@@ -50,8 +57,9 @@ def test_oneclass_trains_on_masked_faces_only(fake):
     s = select_samples(crops, synth, params("cae_oneclass"), "train")
     assert set(s["label"]) == {"with_mask"} and (s["label_idx"] == 0).all()
     assert set(s["dataset"]) == {"mask_folders", "kaggle_face_mask_detection"}
-    everything = select_samples(crops, synth, params("cae_oneclass"), "test",
-                                labels=["with_mask", "without_mask"])
+    everything = select_samples(
+        crops, synth, params("cae_oneclass"), "test", labels=["with_mask", "without_mask"]
+    )
     assert set(everything.loc[everything["label"] == "without_mask", "label_idx"]) == {-1}
 
 
@@ -78,7 +86,11 @@ def test_max_samples_is_stratified_and_seeded(fake):
     a = select_samples(crops, synth, p, "train")
     b = select_samples(crops, synth, p, "train")
     assert len(a) == 9 and a.equals(b)
-    assert a["label"].value_counts().to_dict() == {"with_mask": 3, "without_mask": 3, "mask_weared_incorrect": 3}
+    assert a["label"].value_counts().to_dict() == {
+        "with_mask": 3,
+        "without_mask": 3,
+        "mask_weared_incorrect": 3,
+    }
     c = select_samples(crops, synth, p.replace(seed=7), "train")
     assert not a.equals(c)
 
@@ -144,8 +156,16 @@ def test_load_images_gathers_across_datasets(fake, tmp_path):
 def test_batch_loader_is_deterministic_per_epoch_and_covers_everything():
     imgs = np.arange(11 * 3 * 4 * 4, dtype=np.int64).reshape(11, 3, 4, 4) % 251
     data = InMemoryImages(imgs.astype(np.uint8), np.arange(11))
-    aug = BatchAugmenter(["hflip"], [0, 0, 0], [1, 1, 1], rotation_degrees=0, scale_range=(1, 1),
-                         brightness=0, contrast=0, downscale_range=(1, 1))
+    aug = BatchAugmenter(
+        ["hflip"],
+        [0, 0, 0],
+        [1, 1, 1],
+        rotation_degrees=0,
+        scale_range=(1, 1),
+        brightness=0,
+        contrast=0,
+        downscale_range=(1, 1),
+    )
     loader = BatchLoader(data, 5, aug, train=True, seed=1)
     assert len(loader) == 2  # 5 + 5, the last batch of one image is dropped in training
 
@@ -164,7 +184,9 @@ def test_batch_loader_is_deterministic_per_epoch_and_covers_everything():
     seen = [y for _, y in ev]
     assert len(ev) == 3 and torch.cat(seen).tolist() == list(range(11))
     x, _ = next(iter(ev))
-    assert torch.allclose(x, torch.from_numpy(imgs[:5].astype(np.uint8)).float() / 255)  # no augmentation in eval
+    assert torch.allclose(
+        x, torch.from_numpy(imgs[:5].astype(np.uint8)).float() / 255
+    )  # no augmentation in eval
 
 
 def test_tiny_profile_selection_size():

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from training_fakes import ALL_DATASETS, make_crops, make_synthetic, tiny_params
 
 from maskpipe.training import engine
 from maskpipe.training.artifact import load_model
@@ -17,8 +18,6 @@ from maskpipe.training.losses import build_loss
 from maskpipe.training.models import build_model
 from maskpipe.training.run import TrainPaths, train_model
 from maskpipe.training.transforms import BatchAugmenter
-
-from training_fakes import ALL_DATASETS, make_crops, make_real_crops, make_synthetic, tiny_params
 
 QUIET = dict(progress=False, log=lambda msg: None)
 
@@ -49,9 +48,16 @@ def small_cnn_params(**kw):
 def test_engine_overfits_a_tiny_real_batch(shared):
     from PIL import Image
 
-    files = [sorted((shared / "face-mask-folders" / lbl).iterdir())[:4] for lbl in ("without_mask", "with_mask")]
-    imgs = np.stack([np.asarray(Image.open(f).convert("RGB").resize((32, 32))).transpose(2, 0, 1)
-                     for group in files for f in group])
+    files = [
+        sorted((shared / "face-mask-folders" / lbl).iterdir())[:4] for lbl in ("without_mask", "with_mask")
+    ]
+    imgs = np.stack(
+        [
+            np.asarray(Image.open(f).convert("RGB").resize((32, 32))).transpose(2, 0, 1)
+            for group in files
+            for f in group
+        ]
+    )
     labels = np.array([0] * 4 + [1] * 4)
     torch.manual_seed(0)
     p = small_cnn_params(image_size=32, batch_size=8, epochs=30, patience=30, augment=[], dropout=0.0)
@@ -71,8 +77,18 @@ def test_resumed_training_ends_with_the_same_weights(tmp_path):
         engine.seed_everything(p.seed)
         model = build_model(p)
         train, val = loaders(p, x, y)
-        result = engine.fit(model, train, val, build_loss(p), p, checkpoint_path=ckpt, fingerprint_value="fp",
-                            resume=resume, stop_after_epoch=stop_after, **QUIET)
+        result = engine.fit(
+            model,
+            train,
+            val,
+            build_loss(p),
+            p,
+            checkpoint_path=ckpt,
+            fingerprint_value="fp",
+            resume=resume,
+            stop_after_epoch=stop_after,
+            **QUIET,
+        )
         return model, result
 
     full_model, full = run(tmp_path / "a.pt")
@@ -93,8 +109,16 @@ def test_checkpoint_with_other_params_or_finished_is_not_resumed(tmp_path):
     p = small_cnn_params(epochs=1)
     model = build_model(p)
     train, val = loaders(p, x, y)
-    engine.fit(model, train, val, build_loss(p), p, checkpoint_path=tmp_path / "c.pt", fingerprint_value="one",
-               **QUIET)
+    engine.fit(
+        model,
+        train,
+        val,
+        build_loss(p),
+        p,
+        checkpoint_path=tmp_path / "c.pt",
+        fingerprint_value="one",
+        **QUIET,
+    )
     said = []
     assert engine.resume_state(tmp_path / "c.pt", "two", log=said.append) is None
     assert "other params" in said[-1]
@@ -110,8 +134,16 @@ def test_early_stopping_and_plateau_scheduler():
     x, y = random_data()
     # lr 1e-6: the val loss cannot improve by min_delta after epoch 1, so patience 3 stops after epoch 4;
     # the plateau scheduler (lr_patience 1) halves the lr after the 2nd epoch without improvement
-    p = small_cnn_params(epochs=20, patience=3, lr=1e-6, min_delta=1e-2, scheduler="plateau", lr_patience=1,
-                         lr_factor=0.5, min_lr=0.0)
+    p = small_cnn_params(
+        epochs=20,
+        patience=3,
+        lr=1e-6,
+        min_delta=1e-2,
+        scheduler="plateau",
+        lr_patience=1,
+        lr_factor=0.5,
+        min_lr=0.0,
+    )
     model = build_model(p)
     train, val = loaders(p, x, y)
     result = engine.fit(model, train, val, build_loss(p), p, **QUIET)
@@ -133,7 +165,9 @@ def test_nan_loss_stops_with_model_epoch_and_batch():
 
     model = build_model(p)
     train, val = loaders(p, x, y)
-    with pytest.raises(engine.NonFiniteLossError, match=r"mask_cnn: training loss is nan at epoch 1, batch 2"):
+    with pytest.raises(
+        engine.NonFiniteLossError, match=r"mask_cnn: training loss is nan at epoch 1, batch 2"
+    ):
         engine.fit(model, train, val, Exploding(), p, **QUIET)
 
 
@@ -197,7 +231,10 @@ def test_monitor_val_accuracy_keeps_the_most_accurate_epoch():
     assert result.monitor == "val_accuracy" and result.best_metric == max(accs)
     assert result.best_epoch == accs.index(max(accs)) + 1  # the first epoch reaching the best
     p_loss = p.replace(monitor="val_loss")
-    assert engine.monitor_of(p_loss) == ("val_loss", "min") and engine.monitor_of(p) == ("val_accuracy", "max")
+    assert engine.monitor_of(p_loss) == ("val_loss", "min") and engine.monitor_of(p) == (
+        "val_accuracy",
+        "max",
+    )
     assert engine.monitor_of(p, has_val=False) == ("train_loss", "min")
 
 
@@ -211,14 +248,15 @@ def test_stage_killed_mid_training_exits_clearly_and_resumes(fake_repo, tmp_path
     import time
 
     import yaml
-
     from training_fakes import REPO
 
     params = tiny_params(epochs=40)
     (fake_repo / "params.yaml").write_text(yaml.safe_dump(params))
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", DVC_ROOT=str(fake_repo))
     cmd = [sys.executable, str(REPO / "stages" / "train.py"), "mask_cnn"]
-    proc = subprocess.Popen(cmd, cwd=fake_repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=fake_repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     history = fake_repo / "metrics/plots/mask_cnn/history.csv"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:

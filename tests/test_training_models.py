@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from training_fakes import repo_params, tiny_params
 
 from maskpipe.training import config, weights
 from maskpipe.training.artifact import ArtifactError, load_model, save_model
@@ -16,8 +17,6 @@ from maskpipe.training.losses import FocalLoss, build_loss
 from maskpipe.training.models import ARCHS, build_model, count_parameters
 from maskpipe.training.predict import predict_labels, predict_proba
 from maskpipe.training.transforms import BatchAugmenter, preprocess
-
-from training_fakes import repo_params, tiny_params
 
 MODELS = list(repo_params()["models"])
 
@@ -74,15 +73,18 @@ def test_seed_settings_are_the_defaults_and_profiles_override_them():
     assert t.image_size == 32 and t.max_samples == 64
 
 
-@pytest.mark.parametrize("key,value,needle", [
-    ("arch", "vgg99", "models.mask_cnn.arch"),
-    ("classes", ["with_mask", "cats"], "'cats' is not one of"),
-    ("classes", ["with_mask"], "exactly two classes"),
-    ("loss", "mse", "does not fit task"),
-    ("augment", ["hflip", "cutmix"], "models.mask_cnn.augment"),
-    ("lr", 0, "models.mask_cnn.lr"),
-    ("image_size", 8, "image_size"),
-])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("arch", "vgg99", "models.mask_cnn.arch"),
+        ("classes", ["with_mask", "cats"], "'cats' is not one of"),
+        ("classes", ["with_mask"], "exactly two classes"),
+        ("loss", "mse", "does not fit task"),
+        ("augment", ["hflip", "cutmix"], "models.mask_cnn.augment"),
+        ("lr", 0, "models.mask_cnn.lr"),
+        ("image_size", 8, "image_size"),
+    ],
+)
 def test_bad_params_name_the_key(key, value, needle):
     params = repo_params()
     params["models"]["mask_cnn"][key] = value
@@ -104,7 +106,7 @@ def test_focal_loss_reduces_to_cross_entropy_and_down_weights_easy_examples():
     target = torch.tensor([0, 0])
     ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
     assert torch.allclose(FocalLoss(1.0, 0.0)(logits, target), ce.mean())
-    per = [FocalLoss(1.0, 2.0)(logits[i:i + 1], target[i:i + 1]) for i in range(2)]
+    per = [FocalLoss(1.0, 2.0)(logits[i : i + 1], target[i : i + 1]) for i in range(2)]
     assert per[0] / ce[0] < 1e-3 < per[1] / ce[1]  # the confident one is nearly ignored
     binary = FocalLoss(0.5, 0.0)(torch.tensor([[0.3]]), torch.tensor([1]))
     assert torch.isclose(binary, 0.5 * torch.nn.functional.softplus(torch.tensor(-0.3)))
@@ -153,8 +155,9 @@ def test_artifact_round_trip_and_predict_proba(tmp_path):
         model = build_model(p).eval()
         mean, std = config.normalization(p)
         extra = {"error_percentiles": list(np.linspace(0.01, 0.2, 101))} if p.task == "oneclass" else {}
-        save_model(tmp_path / name / "model.pt", model, p, mean=mean, std=std, epoch=3, best_metric=0.5,
-                   extra=extra)
+        save_model(
+            tmp_path / name / "model.pt", model, p, mean=mean, std=std, epoch=3, best_metric=0.5, extra=extra
+        )
         loaded, meta = load_model(tmp_path / name / "model.pt")
         assert not loaded.training and meta["format"] == "maskpipe-model/1"
         assert meta["classes"] == p.classes and meta["image_size"] == p.image_size
@@ -182,8 +185,9 @@ def test_load_model_rejects_foreign_files(tmp_path):
 
 def test_batch_augmenter_is_seeded_and_keeps_range():
     p = tiny("resnet50_3class")
-    aug = BatchAugmenter.from_config(p.replace(augment=["hflip", "rotation", "scale", "brightness_contrast"]),
-                                     [0, 0, 0], [1, 1, 1])
+    aug = BatchAugmenter.from_config(
+        p.replace(augment=["hflip", "rotation", "scale", "brightness_contrast"]), [0, 0, 0], [1, 1, 1]
+    )
     x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     a = aug(x, torch.Generator().manual_seed(3))
     b = aug(x, torch.Generator().manual_seed(3))
@@ -193,7 +197,8 @@ def test_batch_augmenter_is_seeded_and_keeps_range():
     plain = aug(x, train=False)
     assert torch.allclose(plain, x.float() / 255)
     flip_only = BatchAugmenter.from_config(p.replace(augment=["hflip"]), [0, 0, 0], [1, 1, 1])(
-        x, torch.Generator().manual_seed(0))
+        x, torch.Generator().manual_seed(0)
+    )
     for i in range(6):  # each image is either itself or its mirror
         xi = x[i].float() / 255
         assert torch.allclose(flip_only[i], xi) or torch.allclose(flip_only[i], xi.flip(-1))

@@ -10,8 +10,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from maskpipe.evaluation.wild import (Photo, WildError, average_precision, detection_stats, evaluate_wild,
-                                      greedy_match, split_photos)
+from maskpipe.evaluation.wild import (
+    Photo,
+    WildError,
+    average_precision,
+    detection_stats,
+    evaluate_wild,
+    greedy_match,
+    split_photos,
+)
 
 CLASSES = ["with_mask", "without_mask", "mask_weared_incorrect"]
 KAGGLE = "kaggle-face-mask-detection"
@@ -29,11 +36,18 @@ def test_ap_matches_a_hand_computed_case():
     AP = (51 + 50 * 2/3) / 101 = 0.83498. without_mask: 1 face, never predicted: AP 0.
     mask_weared_incorrect: no annotated face: no AP, left out of the mean.
     """
-    photo = Photo(path=None, source_image="a.png", boxes=[(0, 0, 10, 10), (20, 20, 30, 30), (100, 100, 110, 110)],
-                  labels=["with_mask", "with_mask", "without_mask"])
+    photo = Photo(
+        path=None,
+        source_image="a.png",
+        boxes=[(0, 0, 10, 10), (20, 20, 30, 30), (100, 100, 110, 110)],
+        labels=["with_mask", "with_mask", "without_mask"],
+    )
     # the score is detector score x class confidence: 0.9 = 1 x 0.9, 0.8 = 0.8 x 1, 0.7 = 0.875 x 0.8
-    preds = [face((0, 0, 10, 10), "with_mask", 1.0, 0.9), face((50, 50, 60, 60), "with_mask", 0.8, 1.0),
-             face((20, 20, 30, 30), "with_mask", 0.875, 0.8)]
+    preds = [
+        face((0, 0, 10, 10), "with_mask", 1.0, 0.9),
+        face((50, 50, 60, 60), "with_mask", 0.8, 1.0),
+        face((20, 20, 30, 30), "with_mask", 0.875, 0.8),
+    ]
     ap = average_precision([photo], [preds], CLASSES)
     expected = (51 + 50 * 2 / 3) / 101
     assert ap["ap"]["with_mask"] == pytest.approx(expected, abs=1e-6)
@@ -41,7 +55,9 @@ def test_ap_matches_a_hand_computed_case():
     assert ap["ap"]["mask_weared_incorrect"] is None
     assert ap["map"] == pytest.approx(expected / 2, abs=1e-6)
     rec, prec = ap["pr"]["with_mask"]
-    assert rec[50] == pytest.approx(0.5) and prec[50] == pytest.approx(1.0) and prec[51] == pytest.approx(2 / 3)
+    assert (
+        rec[50] == pytest.approx(0.5) and prec[50] == pytest.approx(1.0) and prec[51] == pytest.approx(2 / 3)
+    )
 
 
 def test_ap_depends_on_the_ranking_and_the_class():
@@ -68,16 +84,26 @@ def test_greedy_match_takes_best_overlap_first_and_each_box_once():
 
 
 def test_detection_stats_recall_precision_accuracy_and_sizes():
-    photo = Photo(path=None, source_image="a.png",
-                  boxes=[(0, 0, 10, 10), (20, 0, 40, 20), (50, 0, 150, 100)],
-                  labels=["with_mask", "without_mask", "with_mask"])
-    preds = [face((0, 0, 10, 10), "with_mask"), face((20, 0, 40, 20), "with_mask"), face((200, 0, 210, 10), "with_mask")]
+    photo = Photo(
+        path=None,
+        source_image="a.png",
+        boxes=[(0, 0, 10, 10), (20, 0, 40, 20), (50, 0, 150, 100)],
+        labels=["with_mask", "without_mask", "with_mask"],
+    )
+    preds = [
+        face((0, 0, 10, 10), "with_mask"),
+        face((20, 0, 40, 20), "with_mask"),
+        face((200, 0, 210, 10), "with_mask"),
+    ]
     s = detection_stats([photo], [preds])
     assert (s["faces"], s["detections"], s["matched"]) == (3, 3, 2)
     assert s["recall"] == pytest.approx(2 / 3) and s["precision"] == pytest.approx(2 / 3)
     assert s["accuracy_matched"] == 0.5 and s["labelled_right"] == pytest.approx(1 / 3)
-    assert s["by_width"] == {"0-16px": {"faces": 1, "recall": 1.0}, "16-32px": {"faces": 1, "recall": 1.0},
-                             ">=64px": {"faces": 1, "recall": 0.0}}
+    assert s["by_width"] == {
+        "0-16px": {"faces": 1, "recall": 1.0},
+        "16-32px": {"faces": 1, "recall": 1.0},
+        ">=64px": {"faces": 1, "recall": 0.0},
+    }
     assert s["confusion_matched"] == {"with_mask": {"with_mask": 1}, "without_mask": {"with_mask": 1}}
 
 
@@ -90,15 +116,23 @@ def test_split_photos_takes_the_crop_split_and_every_annotated_box(tmp_path):
     raw = tmp_path / "raw"
     (raw / "images").mkdir(parents=True)
     (raw / "annotations").mkdir()
-    for stem, objs in {"p2": [("with_mask", (1, 1, 20, 20)), ("without_mask", (30, 5, 34, 9))],
-                       "p10": [("mask_weared_incorrect", (2, 2, 30, 30))], "p3": [("with_mask", (0, 0, 9, 9))]}.items():
+    for stem, objs in {
+        "p2": [("with_mask", (1, 1, 20, 20)), ("without_mask", (30, 5, 34, 9))],
+        "p10": [("mask_weared_incorrect", (2, 2, 30, 30))],
+        "p3": [("with_mask", (0, 0, 9, 9))],
+    }.items():
         Image.new("RGB", (64, 48)).save(raw / "images" / f"{stem}.png")
-        (raw / "annotations" / f"{stem}.xml").write_text(VOC.format(
-            name=f"{stem}.png", objects="".join(OBJ.format(label=lab, b=b) for lab, b in objs)))
+        (raw / "annotations" / f"{stem}.xml").write_text(
+            VOC.format(name=f"{stem}.png", objects="".join(OBJ.format(label=lab, b=b) for lab, b in objs))
+        )
     # the crop index lists only the first face of p2 (the 4 px face was too small to crop)
-    index = pd.DataFrame({"dataset": ["kaggle_face_mask_detection"] * 3 + ["mafa"],
-                          "source_image": ["images/p2.png", "images/p10.png", "images/p3.png", "images/p2.png"],
-                          "split": ["test", "test", "train", "test"]})
+    index = pd.DataFrame(
+        {
+            "dataset": ["kaggle_face_mask_detection"] * 3 + ["mafa"],
+            "source_image": ["images/p2.png", "images/p10.png", "images/p3.png", "images/p2.png"],
+            "split": ["test", "test", "train", "test"],
+        }
+    )
     index.to_csv(tmp_path / "index.csv", index=False)
     photos = split_photos(tmp_path / "index.csv", raw)
     assert [p.source_image for p in photos] == ["images/p2.png", "images/p10.png"]  # natural order
@@ -116,9 +150,9 @@ def test_split_photos_takes_the_crop_split_and_every_annotated_box(tmp_path):
 @pytest.mark.shared
 def test_evaluate_wild_on_kaggle_photos_writes_every_output(shared, tmp_path):
     """A real run: retinaface + an untrained 3-class model on 3 Kaggle photos."""
-    from maskpipe.predict import Predictor, PredictSettings
-
     from model_factory import make_model
+
+    from maskpipe.predict import Predictor, PredictSettings
 
     root = tmp_path / "kaggle"
     names = ["maksssksksss30", "maksssksksss1", "maksssksksss2"]
@@ -126,14 +160,23 @@ def test_evaluate_wild_on_kaggle_photos_writes_every_output(shared, tmp_path):
         (root / sub).mkdir(parents=True)
         for n in names:
             shutil.copy(shared / KAGGLE / sub / f"{n}.{ext}", root / sub / f"{n}.{ext}")
-    pd.DataFrame({"dataset": "kaggle_face_mask_detection", "source_image": [f"images/{n}.png" for n in names],
-                  "split": "test"}).to_csv(tmp_path / "index.csv", index=False)
+    pd.DataFrame(
+        {
+            "dataset": "kaggle_face_mask_detection",
+            "source_image": [f"images/{n}.png" for n in names],
+            "split": "test",
+        }
+    ).to_csv(tmp_path / "index.csv", index=False)
     photos = split_photos(tmp_path / "index.csv", root)
     predictor = Predictor.from_path(make_model(tmp_path / "models", "multiclass"), PredictSettings())
     out = tmp_path / "wild"
     metrics = evaluate_wild("tiny", predictor, photos, tmp_path / "metrics" / "tiny.json", out, grid_size=3)
     written = json.loads((tmp_path / "metrics" / "tiny.json").read_text())
-    assert written == metrics and metrics["photos"] == 3 and metrics["faces"] == sum(len(p.boxes) for p in photos)
+    assert (
+        written == metrics
+        and metrics["photos"] == 3
+        and metrics["faces"] == sum(len(p.boxes) for p in photos)
+    )
     assert 0 < metrics["detection/recall"] <= 1 and 0 <= metrics["map50"] <= 1
     # the detection numbers do not depend on the (untrained) classifier: retinaface finds most faces
     assert metrics["detection/recall"] >= 0.6

@@ -22,7 +22,10 @@ def copy_repo(repo: Path, dest: Path) -> None:
     """The files git knows about (tracked or not ignored), without data/ and metrics/ outputs."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=repo, capture_output=True, check=True, text=True,
+        cwd=repo,
+        capture_output=True,
+        check=True,
+        text=True,
     ).stdout.split("\0")
     for rel in filter(None, files):
         src = repo / rel
@@ -39,7 +42,8 @@ def tiny_params(path: Path, shared: Path) -> None:
     for cfg in params["datasets"].values():
         cfg["sources"] = [
             f"mirror:{shared / s.split('/datasets/', 1)[1]}"
-            if isinstance(s, str) and s.startswith("mirror:") and "/datasets/" in s else s
+            if isinstance(s, str) and s.startswith("mirror:") and "/datasets/" in s
+            else s
             for s in cfg["sources"]
         ]
     params["train"]["profile"] = "tiny"
@@ -50,12 +54,20 @@ def tiny_params(path: Path, shared: Path) -> None:
 
 def clean_env() -> dict[str, str]:
     """This interpreter's tools first on PATH, a git identity, no MLflow / DVC overrides."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_TRACKING", "DVC_", "GIT_")) or k == "DVC_NO_ANALYTICS"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_TRACKING", "DVC_", "GIT_")) or k == "DVC_NO_ANALYTICS"
+    }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(GIT_AUTHOR_NAME="ci", GIT_AUTHOR_EMAIL="ci@example.invalid",
-               GIT_COMMITTER_NAME="ci", GIT_COMMITTER_EMAIL="ci@example.invalid",
-               DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true")
+    env.update(
+        GIT_AUTHOR_NAME="ci",
+        GIT_AUTHOR_EMAIL="ci@example.invalid",
+        GIT_COMMITTER_NAME="ci",
+        GIT_COMMITTER_EMAIL="ci@example.invalid",
+        DVC_NO_ANALYTICS="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
     return env
 
 

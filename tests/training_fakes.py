@@ -38,12 +38,24 @@ def face_image(label: str, size: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-def make_crops(root: Path, datasets: dict[str, list[str]], per_label_split: dict[str, int] | int = 8,
-               size: int = 48, seed: int = 0) -> pd.DataFrame:
+def make_crops(
+    root: Path,
+    datasets: dict[str, list[str]],
+    per_label_split: dict[str, int] | int = 8,
+    size: int = 48,
+    seed: int = 0,
+) -> pd.DataFrame:
     """data/crops/<dataset>/<label>/<id>.png + data/crops/index.csv under ``root``."""
     rng = np.random.default_rng(seed)
-    counts = per_label_split if isinstance(per_label_split, dict) else {
-        "train": per_label_split, "val": max(2, per_label_split // 2), "test": max(2, per_label_split // 2)}
+    counts = (
+        per_label_split
+        if isinstance(per_label_split, dict)
+        else {
+            "train": per_label_split,
+            "val": max(2, per_label_split // 2),
+            "test": max(2, per_label_split // 2),
+        }
+    )
     rows = []
     for dataset, labels in datasets.items():
         for label in labels:
@@ -53,15 +65,32 @@ def make_crops(root: Path, datasets: dict[str, list[str]], per_label_split: dict
                     rel = f"data/crops/{dataset}/{label}/{face_id}.png"
                     (root / rel).parent.mkdir(parents=True, exist_ok=True)
                     face_image(label, size, rng).save(root / rel)
-                    rows.append([face_id, rel, dataset, f"src/{face_id}.png", label, 0, 0, size, size,
-                                 0, 0, size, size, split])
+                    rows.append(
+                        [
+                            face_id,
+                            rel,
+                            dataset,
+                            f"src/{face_id}.png",
+                            label,
+                            0,
+                            0,
+                            size,
+                            size,
+                            0,
+                            0,
+                            size,
+                            size,
+                            split,
+                        ]
+                    )
     df = pd.DataFrame(rows, columns=CROP_COLS)
     df.to_csv(root / "data/crops/index.csv", index=False)
     return df
 
 
-def make_synthetic(root: Path, crops: pd.DataFrame, size: int = 48, seed: int = 1,
-                   incorrect_every: int = 4) -> pd.DataFrame:
+def make_synthetic(
+    root: Path, crops: pd.DataFrame, size: int = 48, seed: int = 1, incorrect_every: int = 4
+) -> pd.DataFrame:
     """One synthetic masked face per unmasked crop (every n-th one worn incorrectly)."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -72,9 +101,24 @@ def make_synthetic(root: Path, crops: pd.DataFrame, size: int = 48, seed: int = 
         rel = f"data/synthetic/{label}/{sid}.png"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         face_image(label, size, rng).save(root / rel)
-        rows.append([sid, rel, f"data/synthetic/masks/{sid}.png", src["face_id"], src["crop_path"],
-                     src["dataset"], label, "surgical", "", "", 0.0, "box",
-                     "correct" if label == "with_mask" else "chin", src["split"]])
+        rows.append(
+            [
+                sid,
+                rel,
+                f"data/synthetic/masks/{sid}.png",
+                src["face_id"],
+                src["crop_path"],
+                src["dataset"],
+                label,
+                "surgical",
+                "",
+                "",
+                0.0,
+                "box",
+                "correct" if label == "with_mask" else "chin",
+                src["split"],
+            ]
+        )
     df = pd.DataFrame(rows, columns=SYNTH_COLS)
     df.to_csv(root / "data/synthetic/index.csv", index=False)
     return df
@@ -87,13 +131,29 @@ def make_real_crops(root: Path, shared: Path, n_per_label: int = 12, size: int =
     for label in ("with_mask", "without_mask"):
         files = sorted((shared / "face-mask-folders" / label).iterdir())[:n_per_label]
         for i, f in enumerate(files):
-            for split in (["train", "val"] if i < 4 else ["train"]):
+            for split in ["train", "val"] if i < 4 else ["train"]:
                 face_id = f"mf-{label}-{i}-{split}"
                 rel = f"data/crops/mask_folders/{label}/{face_id}.png"
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
                 Image.open(f).convert("RGB").resize((size, size)).save(root / rel)
-                rows.append([face_id, rel, "mask_folders", f"{label}/{f.name}", label, 0, 0, size, size,
-                             0, 0, size, size, split])
+                rows.append(
+                    [
+                        face_id,
+                        rel,
+                        "mask_folders",
+                        f"{label}/{f.name}",
+                        label,
+                        0,
+                        0,
+                        size,
+                        size,
+                        0,
+                        0,
+                        size,
+                        size,
+                        split,
+                    ]
+                )
     df = pd.DataFrame(rows, columns=CROP_COLS)
     df.to_csv(root / "data/crops/index.csv", index=False)
     return df

@@ -11,16 +11,20 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Face-mask detection with the models of the maskpipe pipeline.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Face-mask detection with the models of the maskpipe pipeline.",
+)
 
-MODEL_HELP = ("a model name (data/models/<name>/model.pt, else the registered MLflow model maskpipe-<name>), "
-              "a model.pt path or folder, or a models:/ URI; default: the 3-class model ranked first "
-              "in metrics/report.json")
+MODEL_HELP = (
+    "a model name (data/models/<name>/model.pt, else the registered MLflow model maskpipe-<name>), "
+    "a model.pt path or folder, or a models:/ URI; default: the 3-class model ranked first "
+    "in metrics/report.json"
+)
 
 
 def _fail(message: str) -> None:
@@ -28,7 +32,7 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _model_or_default(model: Optional[str]) -> str:
+def _model_or_default(model: str | None) -> str:
     """``model`` as given, else the report's best 3-class model (said on stderr)."""
     if model:
         return model
@@ -53,19 +57,31 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from maskpipe.params import ParamsError
     from maskpipe.predict import PredictError
 
-    return (PredictError, ImageReadError, DetectorUnavailable, DlibUnavailable, ParamsError, ValueError, OSError)
+    return (
+        PredictError,
+        ImageReadError,
+        DetectorUnavailable,
+        DlibUnavailable,
+        ParamsError,
+        ValueError,
+        OSError,
+    )
 
 
 @app.command()
 def predict(
     path: Path = typer.Argument(..., help="an image, a folder of images (searched recursively) or a video"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the full results as JSON here"),
-    save_viz: Optional[Path] = typer.Option(None, "--save-viz", help="folder for annotated images / video"),
-    detector: Optional[str] = typer.Option(None, help="retinaface | mtcnn | dlib_hog | dlib_cnn (default: params predict.detector)"),
-    upsample: Optional[int] = typer.Option(None, help="dlib detectors: image doublings before detection"),
-    every_n_frames: Optional[int] = typer.Option(None, "--every-n-frames", help="video: classify every N-th frame"),
-    batch_size: Optional[int] = typer.Option(None, help="images per batch"),
+    model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    output: Path | None = typer.Option(None, "--output", "-o", help="write the full results as JSON here"),
+    save_viz: Path | None = typer.Option(None, "--save-viz", help="folder for annotated images / video"),
+    detector: str | None = typer.Option(
+        None, help="retinaface | mtcnn | dlib_hog | dlib_cnn (default: params predict.detector)"
+    ),
+    upsample: int | None = typer.Option(None, help="dlib detectors: image doublings before detection"),
+    every_n_frames: int | None = typer.Option(
+        None, "--every-n-frames", help="video: classify every N-th frame"
+    ),
+    batch_size: int | None = typer.Option(None, help="images per batch"),
     threads: int = typer.Option(2, help="CPU threads for the classifier"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only the summary line"),
 ) -> None:
@@ -82,11 +98,11 @@ def predict(
         torch.set_num_threads(max(1, threads))
         from maskpipe.io import write_json
         from maskpipe.predict import Predictor, predict_path, report_lines
-
         from maskpipe.video import TruncatedVideoWarning
 
-        settings = _settings(detector=detector, upsample=upsample, video_every_n_frames=every_n_frames,
-                             batch_size=batch_size)
+        settings = _settings(
+            detector=detector, upsample=upsample, video_every_n_frames=every_n_frames, batch_size=batch_size
+        )
         predictor = Predictor.from_model(_model_or_default(model), settings)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncatedVideoWarning)  # in the report, printed below
@@ -108,13 +124,15 @@ def predict(
 
 @app.command()
 def serve(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    host: Optional[str] = typer.Option(None, help="interface to bind (default 127.0.0.1: this machine only)"),
-    port: Optional[int] = typer.Option(None, help="port (default: params predict.serve.port, 8000)"),
-    max_body_mb: Optional[float] = typer.Option(None, help="largest accepted upload in MB"),
-    detector: Optional[str] = typer.Option(None, help="retinaface | mtcnn | dlib_hog | dlib_cnn"),
+    model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    host: str | None = typer.Option(None, help="interface to bind (default 127.0.0.1: this machine only)"),
+    port: int | None = typer.Option(None, help="port (default: params predict.serve.port, 8000)"),
+    max_body_mb: float | None = typer.Option(None, help="largest accepted upload in MB"),
+    detector: str | None = typer.Option(None, help="retinaface | mtcnn | dlib_hog | dlib_cnn"),
     threads: int = typer.Option(2, help="CPU threads for the classifier"),
-    workers: Optional[int] = typer.Option(None, help="decode/predict threads (default: params predict.serve.workers, 2)"),
+    workers: int | None = typer.Option(
+        None, help="decode/predict threads (default: params predict.serve.workers, 2)"
+    ),
 ) -> None:
     """Serve the model over HTTP: a web page at /, POST /predict, GET /health."""
     try:
@@ -127,23 +145,26 @@ def serve(
 
         params = repo_params()  # read once, for the serve and the predict settings alike
         predict_cfg = params.get("predict") or {}
-        serve_settings = ServeSettings.from_params(predict_cfg.get("serve"), host=host, port=port,
-                                                   max_body_mb=max_body_mb, workers=workers)
+        serve_settings = ServeSettings.from_params(
+            predict_cfg.get("serve"), host=host, port=port, max_body_mb=max_body_mb, workers=workers
+        )
         settings = PredictSettings.from_params(predict_cfg, params.get("crop"), detector=detector)
         predictor = Predictor.from_model(_model_or_default(model), settings)
     except _user_errors() as exc:
         _fail(str(exc))
     if serve_settings.host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: listening on {serve_settings.host}: reachable from other machines", err=True)
-    typer.echo(f"maskpipe: serving {predictor.meta['model_name']} on http://{serve_settings.host}:{serve_settings.port}/",
-               err=True)
+    typer.echo(
+        f"maskpipe: serving {predictor.meta['model_name']} on http://{serve_settings.host}:{serve_settings.port}/",
+        err=True,
+    )
     run_server(predictor, serve_settings)
 
 
 @app.command()
 def package(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    name: Optional[str] = typer.Option(None, help="registered model name (default maskpipe-<model name>)"),
+    name: str | None = typer.Option(None, help="registered model name (default maskpipe-<model name>)"),
 ) -> None:
     """Log a trained model as one MLflow pyfunc model (detector + preprocessing + labels) and register it.
 
@@ -164,22 +185,35 @@ def package(
                 info = log_pyfunc_model(path, registered)
         else:
             mlflow = tracking.configure()
-            with mlflow.start_run(experiment_id=tracking.get_or_create_experiment(),
-                                  run_name=f"package/{model_name}"):
+            with mlflow.start_run(
+                experiment_id=tracking.get_or_create_experiment(), run_name=f"package/{model_name}"
+            ):
                 info = log_pyfunc_model(path, registered)
     except _user_errors() as exc:
         _fail(str(exc))
     typer.echo(f"registered {registered} version {info.registered_model_version} ({info.model_uri})")
-    typer.echo(f"serve: mlflow models serve -m models:/{registered}/latest --env-manager local -h 127.0.0.1 -p 5001")
+    typer.echo(
+        f"serve: mlflow models serve -m models:/{registered}/latest --env-manager local -h 127.0.0.1 -p 5001"
+    )
 
 
 @app.command()
 def version() -> None:
     """Print the maskpipe version and the versions of the libraries it runs on."""
-    from importlib.metadata import PackageNotFoundError, version as v
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as v
 
     out = {}
-    for dist in ("maskpipe", "torch", "torchvision", "mlflow", "dvc", "dlib-bin", "facenet-pytorch", "fastapi"):
+    for dist in (
+        "maskpipe",
+        "torch",
+        "torchvision",
+        "mlflow",
+        "dvc",
+        "dlib-bin",
+        "facenet-pytorch",
+        "fastapi",
+    ):
         try:
             out[dist] = v(dist)
         except PackageNotFoundError:

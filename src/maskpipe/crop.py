@@ -13,9 +13,10 @@ from __future__ import annotations
 import multiprocessing
 import time
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,9 @@ def _read_problem(exc: ImageReadError) -> str:
     return "image_corrupt"
 
 
-def crop_source(source: SourceImage, cfg: CropConfig, out_dir: Path, prefix: str) -> tuple[list[dict], list[dict]]:
+def crop_source(
+    source: SourceImage, cfg: CropConfig, out_dir: Path, prefix: str
+) -> tuple[list[dict], list[dict]]:
     """Crop every face of one source image into out_dir; returns (index rows, skip rows). Never raises
     for bad images or boxes: those become skip rows. Images over ``cfg.max_pixels`` are refused
     from their header, before decoding."""
@@ -72,7 +75,9 @@ def crop_source(source: SourceImage, cfg: CropConfig, out_dir: Path, prefix: str
             box = tuple(float(v) for v in face.box)  # type: ignore[assignment]
         problem = box_problem(box, width, height, cfg.min_face)
         if problem:
-            skips.append(skip_row(source.source_image, source.dataset, problem, f"image {width}x{height}", box))
+            skips.append(
+                skip_row(source.source_image, source.dataset, problem, f"image {width}x{height}", box)
+            )
             continue
         crop, pad = crop_face(img, box, cfg)
         rel = f"{source.dataset}/{face.label}/{face.face_id}.png"
@@ -121,7 +126,9 @@ def crop_sources(
     rows: list[dict] = []
     skips: list[dict] = []
     n_faces = sum(len(s.faces) for s in sources)
-    with tqdm(total=n_faces, unit="face", desc="crop", disable=None if progress is None else not progress) as bar:
+    with tqdm(
+        total=n_faces, unit="face", desc="crop", disable=None if progress is None else not progress
+    ) as bar:
         if workers <= 1 or len(sources) < 4:
             results: Iterable = map(worker, sources)
             pool = None
@@ -182,7 +189,9 @@ def _duplicates_frame(index: pd.DataFrame, pairs: np.ndarray) -> pd.DataFrame:
         }
     )  # fmt: skip
     # cross-split pairs first (those are the leaks), then the closest
-    return frame.sort_values(["cross_split", "distance", "face_id_a", "face_id_b"], ascending=[False, True, True, True])
+    return frame.sort_values(
+        ["cross_split", "distance", "face_id_a", "face_id_b"], ascending=[False, True, True, True]
+    )
 
 
 def run_crop(

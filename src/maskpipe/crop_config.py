@@ -23,7 +23,9 @@ class CropConfig(CropGeometry):
     max_images_per_dataset: int | None = option(None, ge=1, doc="null = all; small numbers make quick runs")
     png_compress_level: int = option(1, ge=0, le=9, doc="zlib level of the crop PNGs")
     # the same cap as predict.max_pixels: larger images are listed in skipped.csv, never decoded
-    max_pixels: int = option(DEFAULT_MAX_PIXELS, ge=1, le=PILLOW_MAX_PIXELS, doc="larger source images are skipped")
+    max_pixels: int = option(
+        DEFAULT_MAX_PIXELS, ge=1, le=PILLOW_MAX_PIXELS, doc="larger source images are skipped"
+    )
     lfw_box: tuple[float, float, float, float] = (68.0, 68.0, 182.0, 182.0)
     mafa: MafaConfig = option(MafaConfig())
     workers: int = option(1, ge=1, le=256, doc="crop processes")
@@ -32,8 +34,10 @@ class CropConfig(CropGeometry):
         x0, y0, x1, y1 = self.lfw_box
         w, h = LFW_FRAME
         if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-            raise ConfigError(f"params.yaml: crop.lfw_box: expected xmin < xmax and ymin < ymax inside the "
-                              f"{w}x{h} LFW frame, got {list(self.lfw_box)}")
+            raise ConfigError(
+                f"params.yaml: crop.lfw_box: expected xmin < xmax and ymin < ymax inside the "
+                f"{w}x{h} LFW frame, got {list(self.lfw_box)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,14 @@ class SplitConfig(Section):
 
     val: float = option(0.15, ge=0, lt=1)
     test: float = option(0.15, ge=0, lt=1)
-    dedup_max_distance: int = option(4, ge=0, le=64, doc="perceptual-hash Hamming distance of a near-duplicate")
+    dedup_max_distance: int = option(
+        4, ge=0, le=64, doc="perceptual-hash Hamming distance of a near-duplicate"
+    )
     group_near_duplicates: bool = True
 
     def __post_init__(self) -> None:
         if self.val + self.test >= 1:
-            raise ConfigError(f"params.yaml: split.val + split.test must be < 1 (train needs images), "
-                              f"got {self.val + self.test:g}")
+            raise ConfigError(
+                f"params.yaml: split.val + split.test must be < 1 (train needs images), "
+                f"got {self.val + self.test:g}"
+            )

@@ -38,7 +38,7 @@ class CropGeometry(Section):
     size: int = option(256, ge=8, le=4096, doc="crops are size x size pixels")
     resize: Literal["stretch", "letterbox"] = "stretch"
 
-    def geometry(self) -> "CropGeometry":
+    def geometry(self) -> CropGeometry:
         """Just the geometry (a subclass carries more)."""
         return CropGeometry(padding=self.padding, size=self.size, resize=self.resize)
 
@@ -78,11 +78,15 @@ def resize_square(img: Image.Image, size: int, mode: str = "stretch") -> Image.I
     scale = size / max(img.width, img.height)
     w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
     canvas = Image.new("RGB", (size, size))
-    canvas.paste(img.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0), ((size - w) // 2, (size - h) // 2))
+    canvas.paste(
+        img.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0), ((size - w) // 2, (size - h) // 2)
+    )
     return canvas
 
 
-def crop_face(img: Image.Image, box: Box, geometry: CropGeometry) -> tuple[Image.Image, tuple[int, int, int, int]]:
+def crop_face(
+    img: Image.Image, box: Box, geometry: CropGeometry
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """Padded, clipped, resized RGB crop of one face (box assumed valid) and the padded box."""
     pad = pad_box(box, geometry.padding, img.width, img.height)
     return resize_square(img.crop(pad), geometry.size, geometry.resize), pad

@@ -11,7 +11,9 @@ from maskpipe import splits
 from maskpipe.labels import LABELS
 
 
-def summarize(index: pd.DataFrame, skipped: pd.DataFrame, duplicates: pd.DataFrame, max_distance: int) -> dict[str, Any]:
+def summarize(
+    index: pd.DataFrame, skipped: pd.DataFrame, duplicates: pd.DataFrame, max_distance: int
+) -> dict[str, Any]:
     """Deterministic counts for metrics/data.json (no timings: `dvc metrics diff` shows data changes only)."""
     counts: dict[str, Any] = {}
     for dataset, part in index.groupby("dataset", sort=True):
@@ -25,7 +27,10 @@ def summarize(index: pd.DataFrame, skipped: pd.DataFrame, duplicates: pd.DataFra
             "labels": labels,
         }
     by_split = {
-        s: {"faces": int((index.split == s).sum()), **{lab: int(((index.split == s) & (index.label == lab)).sum()) for lab in LABELS}}
+        s: {
+            "faces": int((index.split == s).sum()),
+            **{lab: int(((index.split == s) & (index.label == lab)).sum()) for lab in LABELS},
+        }
         for s in splits.SPLITS
     }
     cross = int(duplicates["cross_split"].sum()) if len(duplicates) else 0
@@ -65,7 +70,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"faces from {summary['images']} source images")
     skipped = summary["skipped"]
     if skipped["total"]:
-        lines.append(f"skipped {skipped['total']}: " + ", ".join(f"{k} {v}" for k, v in skipped["by_reason"].items()))
+        lines.append(
+            f"skipped {skipped['total']}: " + ", ".join(f"{k} {v}" for k, v in skipped["by_reason"].items())
+        )
     else:
         lines.append("skipped 0")
     nd = summary["near_duplicates"]

@@ -32,7 +32,9 @@ def decode_image(data: bytes, max_pixels: int | None = None, name: str = "upload
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 if max_pixels and img.width * img.height > max_pixels:
-                    raise ImageTooLarge(f"{name}: {img.width}x{img.height} exceeds the {max_pixels} pixel limit")
+                    raise ImageTooLarge(
+                        f"{name}: {img.width}x{img.height} exceeds the {max_pixels} pixel limit"
+                    )
                 img.load()
                 return to_rgb(ImageOps.exif_transpose(img))
     except ImageReadError:

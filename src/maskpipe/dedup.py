@@ -31,7 +31,7 @@ def popcount64(values: np.ndarray) -> np.ndarray:
 def _chunk_masks(n_chunks: int) -> list[tuple[int, int]]:
     """(shift, mask) for n_chunks contiguous bit ranges covering 64 bits."""
     bounds = np.linspace(0, HASH_BITS, n_chunks + 1).round().astype(int)
-    return [(int(lo), (1 << int(hi - lo)) - 1) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return [(int(lo), (1 << int(hi - lo)) - 1) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def near_duplicate_pairs(hashes, max_distance: int) -> np.ndarray:
@@ -53,14 +53,14 @@ def near_duplicate_pairs(hashes, max_distance: int) -> np.ndarray:
         sorted_keys = keys[order]
         starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
         ends = np.r_[starts[1:], n]
-        for lo, hi in zip(starts, ends):
+        for lo, hi in zip(starts, ends, strict=True):
             if hi - lo < 2:
                 continue
             members = np.sort(order[lo:hi])
             ii, jj = np.triu_indices(len(members), k=1)
             dist = popcount64(h[members[ii]] ^ h[members[jj]])
             keep = dist <= max_distance
-            found.update(zip(members[ii][keep].tolist(), members[jj][keep].tolist()))
+            found.update(zip(members[ii][keep].tolist(), members[jj][keep].tolist(), strict=True))
     if not found:
         return np.zeros((0, 3), dtype=np.int64)
     pairs = np.array(sorted(found), dtype=np.int64)

@@ -30,7 +30,9 @@ class DefaultChoice:
     value: float
 
     def describe(self) -> str:
-        return f"{self.model} (first of the 3-class models by {self.metric} = {self.value:.4g} in {REPORT_FILE})"
+        return (
+            f"{self.model} (first of the 3-class models by {self.metric} = {self.value:.4g} in {REPORT_FILE})"
+        )
 
 
 def choose_default_model(report: dict[str, Any]) -> DefaultChoice:
@@ -49,7 +51,8 @@ def choose_default_model(report: dict[str, Any]) -> DefaultChoice:
     if not candidates:
         raise NoDefaultModel(
             f"{REPORT_FILE} ranks no 3-class model ({', '.join(LABELS)}) with a {metric or 'primary metric'} "
-            "value; run the pipeline (`dvc repro report`) or pass --model")
+            "value; run the pipeline (`dvc repro report`) or pass --model"
+        )
     _, model, value = min(candidates)  # ties: the alphabetically first name
     return DefaultChoice(model, metric, value)
 
@@ -60,8 +63,9 @@ def default_model(root: Path) -> DefaultChoice:
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise NoDefaultModel(f"no --model given and {path} does not exist; run `dvc repro report` "
-                             "or pass --model") from None
+        raise NoDefaultModel(
+            f"no --model given and {path} does not exist; run `dvc repro report` or pass --model"
+        ) from None
     except (OSError, ValueError) as exc:
         raise NoDefaultModel(f"{path}: cannot read the report ({exc}); pass --model") from None
     if not isinstance(report, dict):

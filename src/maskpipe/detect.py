@@ -30,9 +30,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -71,7 +72,7 @@ class DetectorSettings:
     workers: int = 2  # images detected at once by detect_many (thread-safe detectors only: retinaface)
 
     @classmethod
-    def from_params(cls, cfg: dict[str, Any] | None) -> "DetectorSettings":
+    def from_params(cls, cfg: dict[str, Any] | None) -> DetectorSettings:
         cfg = cfg or {}
         settings = cls(
             name=str(cfg.get("detector", cls.name)),
@@ -120,8 +121,12 @@ class Detection:
 # ------------------------------------------------------------------------------ geometry
 def clip_box(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = (float(v) for v in box)
-    return (min(max(x0, 0.0), width), min(max(y0, 0.0), height),
-            min(max(x1, 0.0), width), min(max(y1, 0.0), height))
+    return (
+        min(max(x0, 0.0), width),
+        min(max(y0, 0.0), height),
+        min(max(x1, 0.0), width),
+        min(max(y1, 0.0), height),
+    )
 
 
 def calibrate_box(box: Sequence[float], calibration: Sequence[float]) -> tuple[float, float, float, float]:
@@ -188,7 +193,7 @@ class _Mtcnn:
             boxes, probs = self.net.detect(img)
         if boxes is None:
             return []
-        return [(tuple(float(v) for v in b), float(p)) for b, p in zip(boxes, probs)]
+        return [(tuple(float(v) for v in b), float(p)) for b, p in zip(boxes, probs, strict=True)]
 
 
 class _DlibHog:
@@ -201,7 +206,10 @@ class _DlibHog:
     def __call__(self, img: Image.Image) -> list[tuple[tuple[float, float, float, float], float]]:
         # run() also returns the SVM score; adjust_threshold 0 keeps dlib's own operating point
         rects, scores, _ = self.detector.run(np.asarray(img), self.upsample, 0.0)
-        return [((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s)) for r, s in zip(rects, scores)]
+        return [
+            ((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s))
+            for r, s in zip(rects, scores, strict=True)
+        ]
 
 
 class _DlibCnn:
@@ -221,8 +229,10 @@ class _DlibCnn:
 
     def __call__(self, img: Image.Image) -> list[tuple[tuple[float, float, float, float], float]]:
         found = self.net(np.asarray(img), self.upsample)
-        return [((d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1), float(d.confidence))
-                for d in found]
+        return [
+            ((d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1), float(d.confidence))
+            for d in found
+        ]
 
 
 class _TinyRetinaFace:
@@ -256,14 +266,16 @@ class _TinyRetinaFace:
     def __call__(self, img: Image.Image) -> list[tuple[tuple[float, float, float, float], float]]:
         width, height = img.size
         if self.upscale != 1:
-            img = img.resize((max(1, round(width * self.upscale)), max(1, round(height * self.upscale))),
-                             Image.BILINEAR)
+            img = img.resize(
+                (max(1, round(width * self.upscale)), max(1, round(height * self.upscale))), Image.BILINEAR
+            )
         sx, sy = img.width / width, img.height / height  # the exact factors after rounding
         x = self._pre(np.asarray(img))
         outputs = self.session.run(None, {"input": x})
         faces = self._post(outputs, *x.shape, score_threshold=self.score_threshold)[0]
-        return [((f.x / sx, f.y / sy, (f.x + f.width) / sx, (f.y + f.height) / sy), float(f.score))
-                for f in faces]
+        return [
+            ((f.x / sx, f.y / sy, (f.x + f.width) / sx, (f.y + f.height) / sy), float(f.score)) for f in faces
+        ]
 
 
 _IMPLS = {"mtcnn": _Mtcnn, "dlib_hog": _DlibHog, "dlib_cnn": _DlibCnn, "retinaface": _TinyRetinaFace}
@@ -280,7 +292,9 @@ class FaceDetector:
         self.settings.validate()
         self._impl = _IMPLS[self.settings.name](self.settings)
         # detectors that are safe to call concurrently (retinaface) let predict run 2 images at once
-        self._lock = contextlib.nullcontext() if getattr(self._impl, "thread_safe", False) else threading.Lock()
+        self._lock = (
+            contextlib.nullcontext() if getattr(self._impl, "thread_safe", False) else threading.Lock()
+        )
 
     def __call__(self, img: Image.Image) -> list[Detection]:
         img = to_rgb(img)
@@ -333,8 +347,11 @@ def _bucket(width: float) -> str:
     return "?"
 
 
-def detection_recall(samples: Iterable[tuple[Image.Image, list[Sequence[float]]]],
-                     detector: FaceDetector, iou_threshold: float = 0.5) -> dict[str, Any]:
+def detection_recall(
+    samples: Iterable[tuple[Image.Image, list[Sequence[float]]]],
+    detector: FaceDetector,
+    iou_threshold: float = 0.5,
+) -> dict[str, Any]:
     """How many annotated faces the detector finds: greedy one-to-one matching at ``iou_threshold``.
 
     ``samples``: (image, annotated boxes). Returns recall overall and per face-width bucket,
@@ -354,8 +371,9 @@ def detection_recall(samples: Iterable[tuple[Image.Image, list[Sequence[float]]]
         seconds += time.perf_counter() - t0
         detections += len(dets)
         # greedy: best pairs first, each detection used once
-        pairs = sorted(((iou(g, d.box), gi, di) for gi, g in enumerate(boxes) for di, d in enumerate(dets)),
-                       reverse=True)
+        pairs = sorted(
+            ((iou(g, d.box), gi, di) for gi, g in enumerate(boxes) for di, d in enumerate(dets)), reverse=True
+        )
         used_g: set[int] = set()
         used_d: set[int] = set()
         for score, gi, di in pairs:
@@ -371,8 +389,14 @@ def detection_recall(samples: Iterable[tuple[Image.Image, list[Sequence[float]]]
             if best is not None and iou(g, best.raw_box) >= 0.3:
                 r = best.raw_box
                 w, h = r[2] - r[0], r[3] - r[1]
-                rel.append((((g[0] + g[2]) - (r[0] + r[2])) / 2 / w, ((g[1] + g[3]) - (r[1] + r[3])) / 2 / h,
-                            (g[2] - g[0]) / w, (g[3] - g[1]) / h))
+                rel.append(
+                    (
+                        ((g[0] + g[2]) - (r[0] + r[2])) / 2 / w,
+                        ((g[1] + g[3]) - (r[1] + r[3])) / 2 / h,
+                        (g[2] - g[0]) / w,
+                        (g[3] - g[1]) / h,
+                    )
+                )
         faces += len(boxes)
         found += len(used_g)
     order = [_bucket(lo) for lo, _ in SIZE_BUCKETS]
@@ -386,13 +410,18 @@ def detection_recall(samples: Iterable[tuple[Image.Image, list[Sequence[float]]]
         "detections": detections,
         "precision": found / detections if detections else float("nan"),
         "ms_per_image": 1000 * seconds / images if images else float("nan"),
-        "by_width": {k: {"faces": buckets[k][0], "recall": buckets[k][1] / buckets[k][0]}
-                     for k in order if k in buckets},
+        "by_width": {
+            k: {"faces": buckets[k][0], "recall": buckets[k][1] / buckets[k][0]}
+            for k in order
+            if k in buckets
+        },
         "calibration_median": [round(float(v), 3) for v in np.median(np.array(rel), axis=0)] if rel else None,
     }
 
 
-def kaggle_samples(root: str | Path, limit: int | None = None) -> Iterable[tuple[Image.Image, list[tuple[float, ...]]]]:
+def kaggle_samples(
+    root: str | Path, limit: int | None = None
+) -> Iterable[tuple[Image.Image, list[tuple[float, ...]]]]:
     """(image, annotated boxes) for the Kaggle VOC folder (annotations/*.xml, images/*.png) that exist."""
     from maskpipe.imaging import open_rgb
     from maskpipe.voc import parse_voc

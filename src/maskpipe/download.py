@@ -56,6 +56,8 @@ def dataset_enabled(raw_dir: str | os.PathLike, params_enabled: bool = True) -> 
         except json.JSONDecodeError as exc:
             raise SourceInfoError(f"{info}: not valid JSON ({exc})") from exc
     return True
+
+
 DEFAULT_TIMEOUT = 60.0  # seconds per network connect / read
 
 
@@ -63,8 +65,12 @@ DEFAULT_TIMEOUT = 60.0  # seconds per network connect / read
 class DatasetConfig(Section):
     """One params.yaml ``datasets.<name>`` entry (sources are parsed by maskpipe.sources)."""
 
-    sources: list[Any] = option(doc="tried in order: mirror:<folder>, <folder>, kaggle:<owner>/<slug>, {url, sha256}")
-    enabled: bool = option(True, doc="false: supported but out of the run (data/raw/<name>/ holds only source.json)")
+    sources: list[Any] = option(
+        doc="tried in order: mirror:<folder>, <folder>, kaggle:<owner>/<slug>, {url, sha256}"
+    )
+    enabled: bool = option(
+        True, doc="false: supported but out of the run (data/raw/<name>/ holds only source.json)"
+    )
     format: str | None = option(None, doc="how the crop stage reads it (voc, folders, mafa, lfw, templates)")
     timeout: float = option(DEFAULT_TIMEOUT, gt=0, doc="seconds per network connect / read")
     images: bool = option(True, doc="mafa: whether a source provides the images (crop reads it)")
@@ -182,9 +188,12 @@ def fetch_dataset(name: str, cfg: dict, out_dir: str | os.PathLike) -> dict[str,
     attempts: list[dict] = []
     for source in sources:
         try:
-            with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory(
-                prefix=f".{out_dir.name}.download-", dir=out_dir.parent
-            ) as scratch:
+            with (
+                atomic_dir(out_dir) as tmp,
+                tempfile.TemporaryDirectory(
+                    prefix=f".{out_dir.name}.download-", dir=out_dir.parent
+                ) as scratch,
+            ):
                 fetch_source(source, tmp, Path(scratch) / "staging", timeout=timeout, name=name)
                 tree = tree_checksum(tmp)
                 if tree["files"] == 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -46,7 +46,7 @@ def annotate(img: Image.Image, faces: Sequence[dict], legend: bool = True) -> Im
         offsets.append((tb[0], tb[1]))
     spots = draw_layout.place_labels(boxes, sizes, out.size)
     drawn: list[tuple[float, float, float, float]] = []
-    for face, text, (w, h), (ox, oy), (tx, ty) in zip(faces, texts, sizes, offsets, spots):
+    for face, text, (w, h), (ox, oy), (tx, ty) in zip(faces, texts, sizes, offsets, spots, strict=True):
         rect = (tx, ty, tx + w, ty + h)
         # a crowd leaves no room for every label: one that would cover another is left out (the box
         # keeps its colour, which the legend explains) rather than drawn unreadably on top
@@ -64,7 +64,9 @@ def _color(label: str) -> tuple[int, int, int]:
     return LABEL_COLORS.get(label, OTHER_COLOR)
 
 
-def _draw_legend(draw: ImageDraw.ImageDraw, image: tuple[int, int], boxes, labels: Sequence[str], font) -> None:
+def _draw_legend(
+    draw: ImageDraw.ImageDraw, image: tuple[int, int], boxes, labels: Sequence[str], font
+) -> None:
     """A box in the corner that covers the fewest faces: one coloured line per label with its count."""
     entries = draw_layout.legend_entries(labels)
     lines = draw_layout.legend_text(entries)
@@ -75,7 +77,7 @@ def _draw_legend(draw: ImageDraw.ImageDraw, image: tuple[int, int], boxes, label
     h = line_h * len(lines) + 6
     x, y = draw_layout.place_legend((w, h), image, boxes)
     draw.rectangle([x, y, x + w, y + h], fill=(255, 255, 255), outline=(60, 60, 60))
-    for i, (text, bb) in enumerate(zip(lines, bbs)):
+    for i, (text, bb) in enumerate(zip(lines, bbs, strict=True)):
         ly = y + 3 + i * line_h
         if i < len(entries):
             draw.rectangle([x + 4, ly + 3, x + 4 + swatch, ly + 3 + swatch], fill=_color(entries[i][0]))

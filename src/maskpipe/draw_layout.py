@@ -14,7 +14,7 @@ Boxes are (x0, y0, x1, y1) in pixels; a size is (width, height); a spot is the t
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 Box = tuple[float, float, float, float]
 Size = tuple[float, float]
@@ -39,18 +39,20 @@ def _candidates(face: Box, size: Size, gap: float) -> list[tuple[float, float]]:
     x0, y0, x1, y1 = face
     w, h = size
     return [
-        (x0, y0 - h - gap),          # above, left-aligned (the usual place)
-        (x0, y1 + gap),              # below, left-aligned
-        (x1 - w, y0 - h - gap),      # above, right-aligned
-        (x1 - w, y1 + gap),          # below, right-aligned
-        (x1 + gap, y0),              # right of the box
-        (x0 - w - gap, y0),          # left of the box
-        (x0, y0),                    # inside the box, top
-        (x0, y1 - h),                # inside the box, bottom
+        (x0, y0 - h - gap),  # above, left-aligned (the usual place)
+        (x0, y1 + gap),  # below, left-aligned
+        (x1 - w, y0 - h - gap),  # above, right-aligned
+        (x1 - w, y1 + gap),  # below, right-aligned
+        (x1 + gap, y0),  # right of the box
+        (x0 - w - gap, y0),  # left of the box
+        (x0, y0),  # inside the box, top
+        (x0, y1 - h),  # inside the box, bottom
     ]
 
 
-def place_labels(faces: Sequence[Box], sizes: Sequence[Size], image: Size, gap: float = 1.0) -> list[tuple[float, float]]:
+def place_labels(
+    faces: Sequence[Box], sizes: Sequence[Size], image: Size, gap: float = 1.0
+) -> list[tuple[float, float]]:
     """Top-left corner of each face's label: inside the image, not over other labels where possible.
 
     Faces are placed top to bottom, left to right; each label takes the first candidate spot
@@ -68,8 +70,9 @@ def place_labels(faces: Sequence[Box], sizes: Sequence[Size], image: Size, gap: 
         for cx, cy in _candidates(faces[i], sizes[i], gap):
             x, y = clamp_into(cx, cy, sizes[i], image)
             rect = (x, y, x + w, y + h)
-            cost = (3 * sum(overlap(rect, p) for p in placed)
-                    + sum(overlap(rect, f) for j, f in enumerate(faces) if j != i))
+            cost = 3 * sum(overlap(rect, p) for p in placed) + sum(
+                overlap(rect, f) for j, f in enumerate(faces) if j != i
+            )
             if best_cost is None or cost < best_cost:
                 best, best_cost = (x, y), cost
             if cost == 0:
@@ -89,15 +92,24 @@ def legend_entries(labels: Iterable[str]) -> list[tuple[str, int]]:
 
 def legend_text(entries: Sequence[tuple[str, int]]) -> list[str]:
     """One line per entry, and a total line: ``with_mask: 3``."""
-    return [f"{label}: {count}" for label, count in entries] + ([f"faces: {sum(c for _, c in entries)}"] if entries else [])
+    return [f"{label}: {count}" for label, count in entries] + (
+        [f"faces: {sum(c for _, c in entries)}"] if entries else []
+    )
 
 
-def place_legend(size: Size, image: Size, faces: Sequence[Box] = (), margin: float = 4.0) -> tuple[float, float]:
+def place_legend(
+    size: Size, image: Size, faces: Sequence[Box] = (), margin: float = 4.0
+) -> tuple[float, float]:
     """Top-left corner of the legend: the image corner (bottom-left, bottom-right, top-left,
     top-right) where it covers the least face area; inside the image."""
     w, h = size
     W, H = image
-    corners = [(margin, H - h - margin), (W - w - margin, H - h - margin), (margin, margin), (W - w - margin, margin)]
+    corners = [
+        (margin, H - h - margin),
+        (W - w - margin, H - h - margin),
+        (margin, margin),
+        (W - w - margin, margin),
+    ]
     best, best_cost = None, None
     for cx, cy in corners:
         x, y = clamp_into(cx, cy, size, image)

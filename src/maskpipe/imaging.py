@@ -33,9 +33,13 @@ def not_regular_reason(path: str | Path) -> str | None:
         return f"cannot access ({exc.strerror or type(exc).__name__})"
     if stat.S_ISREG(mode):
         return None
-    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
+    for test, kind in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return f"not a regular file ({kind}) - refused"
     return "not a regular file - refused"
@@ -68,9 +72,7 @@ def open_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     try:
         with Image.open(path) as img:
             if max_pixels and img.width * img.height > max_pixels:
-                raise ImageReadError(
-                    f"{path}: {img.width}x{img.height} exceeds the {max_pixels} pixel limit"
-                )
+                raise ImageReadError(f"{path}: {img.width}x{img.height} exceeds the {max_pixels} pixel limit")
             img.load()  # forces a full decode, so truncation is caught here
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)

@@ -76,7 +76,10 @@ TRAIN = MatLayout(
     orig_name_field="orgImgName",
     columns=(
         *(f"face_{c}" for c in _BOX),
-        "eye1_x", "eye1_y", "eye2_x", "eye2_y",
+        "eye1_x",
+        "eye1_y",
+        "eye2_x",
+        "eye2_y",
         *(f"occluder_{c}" for c in _BOX),
         *_TAIL,
         *(f"glasses_{c}" for c in _BOX),
@@ -135,9 +138,13 @@ def _load_records(path: Path, variable: str) -> np.ndarray:
     try:
         present = [name for name, _shape, _cls in scipy.io.whosmat(str(path))]
     except NotImplementedError as exc:  # MATLAB v7.3 (HDF5)
-        raise MafaFormatError(f"{path}: MATLAB v7.3 files are not supported; re-save with -v7 ({exc})") from exc
+        raise MafaFormatError(
+            f"{path}: MATLAB v7.3 files are not supported; re-save with -v7 ({exc})"
+        ) from exc
     except Exception as exc:
-        raise MafaFormatError(f"{path}: not a readable MATLAB .mat file ({exc.__class__.__name__}: {exc})") from exc
+        raise MafaFormatError(
+            f"{path}: not a readable MATLAB .mat file ({exc.__class__.__name__}: {exc})"
+        ) from exc
     if variable not in present:
         raise MafaFormatError(
             f"{path}: variable '{variable}' not found (the file holds: {', '.join(present) or 'nothing'})"
@@ -145,7 +152,9 @@ def _load_records(path: Path, variable: str) -> np.ndarray:
     try:
         data = scipy.io.loadmat(str(path), variable_names=[variable])
     except Exception as exc:
-        raise MafaFormatError(f"{path}: cannot read variable '{variable}' ({exc.__class__.__name__}: {exc})") from exc
+        raise MafaFormatError(
+            f"{path}: cannot read variable '{variable}' ({exc.__class__.__name__}: {exc})"
+        ) from exc
     records = data[variable]
     if not isinstance(records, np.ndarray) or records.dtype.names is None:
         raise MafaFormatError(

@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -43,7 +42,8 @@ def check_backend(backend_store_uri: str) -> None:
     if not backend_store_uri:
         raise ServerConfigError(
             "no backend store: pass --backend-store-uri postgresql://USER:PASSWORD@HOST:PORT/DB "
-            "(or set MLFLOW_BACKEND_STORE_URI); README 'Working as a team' shows how to create the database")
+            "(or set MLFLOW_BACKEND_STORE_URI); README 'Working as a team' shows how to create the database"
+        )
     scheme = backend_store_uri.split("://", 1)[0].split("+", 1)[0]
     if scheme == "postgresql":
         try:
@@ -52,21 +52,36 @@ def check_backend(backend_store_uri: str) -> None:
         except ImportError as exc:
             raise ServerConfigError(
                 "a postgresql:// store needs the psycopg driver: pip install 'maskpipe[team]' "
-                "(psycopg[binary])") from exc
+                "(psycopg[binary])"
+            ) from exc
 
 
-def server_command(backend_store_uri: str, artifacts_destination: str, *, host: str = DEFAULT_HOST,
-                   port: int = DEFAULT_PORT, workers: int = 1) -> list[str]:
+def server_command(
+    backend_store_uri: str,
+    artifacts_destination: str,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    workers: int = 1,
+) -> list[str]:
     """The `mlflow server` command line (this interpreter's mlflow)."""
     check_backend(backend_store_uri)
     return [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", backend_store_uri,
-        "--artifacts-destination", artifacts_uri(artifacts_destination),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        artifacts_uri(artifacts_destination),
         "--serve-artifacts",
-        "--host", host,
-        "--port", str(int(port)),
-        "--workers", str(int(workers)),
+        "--host",
+        host,
+        "--port",
+        str(int(port)),
+        "--workers",
+        str(int(workers)),
     ]
 
 
@@ -81,10 +96,18 @@ def server_env() -> dict[str, str]:
 
 def main(
     backend_store_uri: str = typer.Option(
-        "", envvar="MLFLOW_BACKEND_STORE_URI", help="postgresql://USER:PASSWORD@HOST:PORT/DB (sqlite:///x.db works too)"),
+        "",
+        envvar="MLFLOW_BACKEND_STORE_URI",
+        help="postgresql://USER:PASSWORD@HOST:PORT/DB (sqlite:///x.db works too)",
+    ),
     artifacts_destination: str = typer.Option(
-        "mlartifacts-server", envvar="MLFLOW_ARTIFACTS_DESTINATION", help="a folder, or s3:// gs:// wasbs:// URI"),
-    host: str = typer.Option(DEFAULT_HOST, envvar="MLFLOW_HOST", help="bind address (0.0.0.0 = every interface)"),
+        "mlartifacts-server",
+        envvar="MLFLOW_ARTIFACTS_DESTINATION",
+        help="a folder, or s3:// gs:// wasbs:// URI",
+    ),
+    host: str = typer.Option(
+        DEFAULT_HOST, envvar="MLFLOW_HOST", help="bind address (0.0.0.0 = every interface)"
+    ),
     port: int = typer.Option(DEFAULT_PORT, envvar="MLFLOW_PORT"),
     workers: int = typer.Option(1, help="server worker processes"),
     print_only: bool = typer.Option(False, "--print", help="print the command instead of running it"),
@@ -94,7 +117,7 @@ def main(
         cmd = server_command(backend_store_uri, artifacts_destination, host=host, port=port, workers=workers)
     except ServerConfigError as exc:
         typer.echo(f"mlflow-server: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if print_only:
         typer.echo(" ".join(cmd))
         return

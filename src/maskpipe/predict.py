@@ -34,15 +34,37 @@ from maskpipe.predictor import Predictor
 from maskpipe.video import VIDEO_EXTENSIONS, is_video_file, predict_video
 
 __all__ = [
-    "ANOMALY", "LABEL_COLORS", "VIDEO_EXTENSIONS", "ImageTooLarge", "NotAnImage", "PredictConfig", "PredictError",
-    "PredictSettings", "Predictor", "annotate", "decode_image", "format_face", "image_files", "is_video_file",
-    "predict_images_in", "predict_path", "predict_video", "repo_params", "report_lines", "resolve_model",
+    "ANOMALY",
+    "LABEL_COLORS",
+    "VIDEO_EXTENSIONS",
+    "ImageTooLarge",
+    "NotAnImage",
+    "PredictConfig",
+    "PredictError",
+    "PredictSettings",
+    "Predictor",
+    "annotate",
+    "decode_image",
+    "format_face",
+    "image_files",
+    "is_video_file",
+    "predict_images_in",
+    "predict_path",
+    "predict_video",
+    "repo_params",
+    "report_lines",
+    "resolve_model",
     "summarize",
 ]
 
 
-def predict_path(path: str | os.PathLike, predictor: Predictor, viz_dir: str | os.PathLike | None = None,
-                 every_n: int | None = None, progress: bool | None = None) -> dict[str, Any]:
+def predict_path(
+    path: str | os.PathLike,
+    predictor: Predictor,
+    viz_dir: str | os.PathLike | None = None,
+    every_n: int | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """The report for an image, a folder of images (recursively) or a video.
 
     In a folder, a file that cannot be used gets an ``error`` entry naming it and the others
@@ -70,7 +92,14 @@ def predict_path(path: str | os.PathLike, predictor: Predictor, viz_dir: str | o
         if inputs[0]["error"]:
             raise PredictError(inputs[0]["error"])
     else:
-        raise PredictError(f"{path}: not an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
-                           f"or video ({', '.join(sorted(VIDEO_EXTENSIONS))})")
-    return {"model": predictor.describe(), "settings": predictor.settings.to_dict(),
-            "inputs": inputs, "skipped": skipped, "summary": summarize(inputs, skipped)}
+        raise PredictError(
+            f"{path}: not an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+            f"or video ({', '.join(sorted(VIDEO_EXTENSIONS))})"
+        )
+    return {
+        "model": predictor.describe(),
+        "settings": predictor.settings.to_dict(),
+        "inputs": inputs,
+        "skipped": skipped,
+        "summary": summarize(inputs, skipped),
+    }

@@ -8,13 +8,13 @@ followed (as ``Path.rglob`` did not), which also keeps a link loop from recursin
 
 from __future__ import annotations
 
-import time
-
 import os
 import stat
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -25,7 +25,15 @@ from maskpipe.video import is_video_file
 if TYPE_CHECKING:
     from maskpipe.predictor import Predictor
 
-WRITABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}  # PIL cannot write every format it reads
+WRITABLE_SUFFIXES = {
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+}  # PIL cannot write every format it reads
 SKIP_REASONS = {
     "video": "a video inside a folder; predict it on its own",
     "other_file": "not an image",
@@ -81,7 +89,9 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def _viz_target(viz_dir: Path, rel: Path) -> Path:
-    return viz_dir / (rel if rel.suffix.lower() in WRITABLE_SUFFIXES else rel.with_suffix(rel.suffix + ".png"))
+    return viz_dir / (
+        rel if rel.suffix.lower() in WRITABLE_SUFFIXES else rel.with_suffix(rel.suffix + ".png")
+    )
 
 
 def _save_image(img: Image.Image, target: Path) -> None:
@@ -97,7 +107,7 @@ def _error(rel: Path, exc: Exception) -> str:
     return text if str(rel) in text or rel.name in text else f"{rel}: {exc.__class__.__name__}: {text}"
 
 
-def _predict_batch(loaded: list[tuple[Path, Image.Image]], predictor: "Predictor") -> list[Any]:
+def _predict_batch(loaded: list[tuple[Path, Image.Image]], predictor: Predictor) -> list[Any]:
     """Faces per image, or the exception of an image that failed: the batch is retried one image
     at a time when it fails, so only the image at fault loses its result."""
     try:
@@ -112,8 +122,13 @@ def _predict_batch(loaded: list[tuple[Path, Image.Image]], predictor: "Predictor
         return out
 
 
-def predict_images_in(paths: Sequence[Path], predictor: "Predictor", root: Path | None = None,
-                      viz_dir: Path | None = None, progress: bool | None = None) -> list[dict[str, Any]]:
+def predict_images_in(
+    paths: Sequence[Path],
+    predictor: Predictor,
+    root: Path | None = None,
+    viz_dir: Path | None = None,
+    progress: bool | None = None,
+) -> list[dict[str, Any]]:
     """Results for image files in batches of ``batch_size`` images. A file that cannot be read,
     predicted or annotated gets ``error`` (naming it) and no faces; the others are unaffected."""
     from tqdm import tqdm
@@ -121,22 +136,36 @@ def predict_images_in(paths: Sequence[Path], predictor: "Predictor", root: Path 
     results: list[dict[str, Any]] = []
     batch_size = predictor.settings.batch_size
     rel_of = {p: (p.relative_to(root) if root else Path(p.name)) for p in paths}
-    bar = tqdm(total=len(paths), unit="img", desc="predict", disable=None if progress is None else not progress)
+    bar = tqdm(
+        total=len(paths), unit="img", desc="predict", disable=None if progress is None else not progress
+    )
     n_faces, started = 0, time.perf_counter()
     try:
         for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
+            chunk = paths[start : start + batch_size]
             loaded: list[tuple[Path, Image.Image]] = []
             for path in chunk:
                 try:
                     loaded.append((path, open_rgb(path, max_pixels=predictor.settings.max_pixels)))
                 except (ImageReadError, OSError) as exc:
-                    results.append({"source": str(rel_of[path]), "type": "image", "error": _error(rel_of[path], exc),
-                                    "faces": []})
-            for (path, img), faces in zip(loaded, _predict_batch(loaded, predictor)):
+                    results.append(
+                        {
+                            "source": str(rel_of[path]),
+                            "type": "image",
+                            "error": _error(rel_of[path], exc),
+                            "faces": [],
+                        }
+                    )
+            for (path, img), faces in zip(loaded, _predict_batch(loaded, predictor), strict=True):
                 rel = rel_of[path]
-                entry = {"source": str(rel), "type": "image", "width": img.width, "height": img.height,
-                         "faces": [], "error": None}
+                entry = {
+                    "source": str(rel),
+                    "type": "image",
+                    "width": img.width,
+                    "height": img.height,
+                    "faces": [],
+                    "error": None,
+                }
                 if isinstance(faces, Exception):
                     entry["error"] = _error(rel, faces)
                 else:
@@ -150,8 +179,10 @@ def predict_images_in(paths: Sequence[Path], predictor: "Predictor", root: Path 
                             entry["error"] = f"{rel}: cannot write {target} ({exc})"
                 results.append(entry)
                 n_faces += len(entry["faces"])
-            bar.set_postfix_str(f"{n_faces} faces, {n_faces / max(time.perf_counter() - started, 1e-9):.1f} faces/s",
-                                refresh=False)
+            bar.set_postfix_str(
+                f"{n_faces} faces, {n_faces / max(time.perf_counter() - started, 1e-9):.1f} faces/s",
+                refresh=False,
+            )
             bar.update(len(chunk))
     finally:
         bar.close()

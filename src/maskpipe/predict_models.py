@@ -44,8 +44,10 @@ def resolve_model(spec: str | os.PathLike) -> tuple[Path, str]:
                 return download_model(uri), uri
     local_models = sorted(p.parent.name for p in (repo_root() / "data" / "models").glob("*/model.pt"))
     hint = f"local models: {', '.join(local_models)}" if local_models else "no trained models in data/models/"
-    raise PredictError(f"model {text!r} not found as a path, in data/models/ or in the MLflow registry ({hint}); "
-                       "train one with `dvc repro train@<model>`")
+    raise PredictError(
+        f"model {text!r} not found as a path, in data/models/ or in the MLflow registry ({hint}); "
+        "train one with `dvc repro train@<model>`"
+    )
 
 
 def model_file_in(path: Path) -> Path | None:
@@ -63,7 +65,7 @@ def is_registered(name: str) -> bool:
     from maskpipe import tracking
 
     tracking_db = tracking.tracking_uri()
-    if tracking_db.startswith("sqlite:///") and not Path(tracking_db[len("sqlite:///"):]).is_file():
+    if tracking_db.startswith("sqlite:///") and not Path(tracking_db[len("sqlite:///") :]).is_file():
         return False  # no store yet: do not create an empty mlflow.db as a side effect
     mlflow = tracking.configure()
     try:
@@ -83,8 +85,12 @@ def download_model(uri: str) -> Path:
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     except Exception as exc:
-        raise PredictError(f"{uri}: cannot fetch from the MLflow store {tracking.tracking_uri()} ({exc})") from exc
+        raise PredictError(
+            f"{uri}: cannot fetch from the MLflow store {tracking.tracking_uri()} ({exc})"
+        ) from exc
     found = model_file_in(local)
     if found is None:
-        raise PredictError(f"{uri}: the MLflow model has no model.pt (log it with maskpipe.pyfunc.log_pyfunc_model)")
+        raise PredictError(
+            f"{uri}: the MLflow model has no model.pt (log it with maskpipe.pyfunc.log_pyfunc_model)"
+        )
     return found

@@ -18,7 +18,8 @@ folder that are not predicted (videos, other files, links) are listed in ``skipp
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 ANOMALY = "anomaly"
 
@@ -31,12 +32,18 @@ def _faces_of(entry: dict[str, Any]) -> Iterable[dict[str, Any]]:
         yield from entry.get("faces") or []
 
 
-def summarize(inputs: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+def summarize(
+    inputs: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Counts over the inputs; with ``skipped`` (a folder's files that were not predicted) also
     the warnings and the skipped files by kind."""
     labels = Counter(face["label"] for entry in inputs for face in _faces_of(entry))
-    out: dict[str, Any] = {"inputs": len(inputs), "errors": sum(1 for e in inputs if e.get("error")),
-                           "faces": sum(labels.values()), "by_label": dict(sorted(labels.items()))}
+    out: dict[str, Any] = {
+        "inputs": len(inputs),
+        "errors": sum(1 for e in inputs if e.get("error")),
+        "faces": sum(labels.values()),
+        "by_label": dict(sorted(labels.items())),
+    }
     if skipped is not None:
         out["warnings"] = sum(len(e.get("warnings") or []) for e in inputs)
         out["skipped"] = dict(sorted(Counter(s["kind"] for s in skipped).items()))
@@ -59,11 +66,15 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         if entry.get("error"):
             lines.append(f"{entry['source']}: ERROR {entry['error']}")
         elif entry["type"] == "video":
-            lines.append(f"{entry['source']}: {entry['frames_total']} frames, {len(entry['frames'])} sampled "
-                         f"(every {entry['every_n_frames']}), {entry['faces']} faces")
+            lines.append(
+                f"{entry['source']}: {entry['frames_total']} frames, {len(entry['frames'])} sampled "
+                f"(every {entry['every_n_frames']}), {entry['faces']} faces"
+            )
             for frame in entry["frames"]:
                 for i, face in enumerate(frame["faces"], 1):
-                    lines.append(f"  frame {frame['frame']} ({frame['time']:.2f}s) face {i}: {format_face(face)}")
+                    lines.append(
+                        f"  frame {frame['frame']} ({frame['time']:.2f}s) face {i}: {format_face(face)}"
+                    )
         elif not entry["faces"]:
             lines.append(f"{entry['source']}: no faces found")
         else:

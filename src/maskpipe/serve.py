@@ -58,11 +58,14 @@ class ServeSettings:
         return int(self.max_body_mb * 1024 * 1024)
 
     @classmethod
-    def from_params(cls, cfg: dict[str, Any] | None, **overrides: Any) -> "ServeSettings":
+    def from_params(cls, cfg: dict[str, Any] | None, **overrides: Any) -> ServeSettings:
         cfg = {**(cfg or {}), **{k: v for k, v in overrides.items() if v is not None}}
-        settings = cls(host=str(cfg.get("host", cls.host)), port=int(cfg.get("port", cls.port)),
-                       max_body_mb=float(cfg.get("max_body_mb", cls.max_body_mb)),
-                       workers=int(cfg.get("workers", cls.workers)))
+        settings = cls(
+            host=str(cfg.get("host", cls.host)),
+            port=int(cfg.get("port", cls.port)),
+            max_body_mb=float(cfg.get("max_body_mb", cls.max_body_mb)),
+            workers=int(cfg.get("workers", cls.workers)),
+        )
         if not 0 <= settings.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {settings.port}")
         if settings.max_body_mb <= 0:
@@ -120,10 +123,20 @@ class BodySizeLimit:
     async def _reject(self, send, size: int) -> None:
         import json
 
-        body = json.dumps({"detail": f"request body too large ({size} bytes > limit {self.limit} bytes)"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        body = json.dumps(
+            {"detail": f"request body too large ({size} bytes > limit {self.limit} bytes)"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -131,8 +144,11 @@ def page_html() -> str:
     return resources.files("maskpipe").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def create_app(predictor: Predictor, max_body_bytes: int = ServeSettings().max_body_bytes,
-               workers: int = ServeSettings().workers):
+def create_app(
+    predictor: Predictor,
+    max_body_bytes: int = ServeSettings().max_body_bytes,
+    workers: int = ServeSettings().workers,
+):
     """The FastAPI app around one loaded predictor."""
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maskpipe-serve")
 
@@ -144,8 +160,12 @@ def create_app(predictor: Predictor, max_body_bytes: int = ServeSettings().max_b
         yield
         executor.shutdown(wait=True, cancel_futures=True)
 
-    app = FastAPI(title="maskpipe", description="Face-mask detection: faces found, each classified.",
-                  version=_version(), lifespan=lifespan)
+    app = FastAPI(
+        title="maskpipe",
+        description="Face-mask detection: faces found, each classified.",
+        version=_version(),
+        lifespan=lifespan,
+    )
     lock = threading.Lock()
     max_pixels = predictor.settings.max_pixels
     # The model's name and shape only: its path on this machine is nobody's business (issue 13).
@@ -158,9 +178,13 @@ def create_app(predictor: Predictor, max_body_bytes: int = ServeSettings().max_b
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model_info,
-                "detector": predictor.settings.detector.to_dict(),
-                "limits": {"max_body_bytes": max_body_bytes, "max_pixels": max_pixels}, "workers": workers}
+        return {
+            "status": "ok",
+            "model": model_info,
+            "detector": predictor.settings.detector.to_dict(),
+            "limits": {"max_body_bytes": max_body_bytes, "max_pixels": max_pixels},
+            "workers": workers,
+        }
 
     @app.post("/predict")
     async def predict(request: Request, annotate: bool = False) -> dict[str, Any]:
@@ -172,15 +196,19 @@ def create_app(predictor: Predictor, max_body_bytes: int = ServeSettings().max_b
             raise
         except Exception:
             log.exception("predicting %r failed", name)  # the traceback stays in the server log
-            raise HTTPException(500, f"{name}: internal error while predicting (see the server log); "
-                                     "other requests are not affected") from None
+            raise HTTPException(
+                500,
+                f"{name}: internal error while predicting (see the server log); "
+                "other requests are not affected",
+            ) from None
 
     app.add_middleware(BodySizeLimit, limit=max_body_bytes)
     return app
 
 
-def predict_upload(predictor: Predictor, lock: threading.Lock, data: bytes, name: str,
-                   max_pixels: int | None, annotate: bool) -> dict[str, Any]:
+def predict_upload(
+    predictor: Predictor, lock: threading.Lock, data: bytes, name: str, max_pixels: int | None, annotate: bool
+) -> dict[str, Any]:
     """Decode + predict (+ annotate) one upload; runs in a worker thread. HTTPException for bad input."""
     try:
         img = decode_image(data, max_pixels, name=name)
@@ -194,8 +222,14 @@ def predict_upload(predictor: Predictor, lock: threading.Lock, data: bytes, name
     t0 = time.perf_counter()
     with lock:
         faces = predictor.predict_image(img)
-    out = {"source": name, "width": img.width, "height": img.height, "faces": faces,
-           "summary": summarize([{"faces": faces}]), "ms": round(1000 * (time.perf_counter() - t0), 1)}
+    out = {
+        "source": name,
+        "width": img.width,
+        "height": img.height,
+        "faces": faces,
+        "summary": summarize([{"faces": faces}]),
+        "ms": round(1000 * (time.perf_counter() - t0), 1),
+    }
     if annotate:
         buf = io.BytesIO()
         _annotate(img, faces).save(buf, format="PNG")
@@ -224,7 +258,9 @@ async def _read_image_bytes(request: Request) -> tuple[bytes, str]:
         data = await request.body()
         name = "upload"
     if not data:
-        raise HTTPException(400, "no image in the request: send a multipart field 'file' or the image bytes as the body")
+        raise HTTPException(
+            400, "no image in the request: send a multipart field 'file' or the image bytes as the body"
+        )
     return data, name
 
 

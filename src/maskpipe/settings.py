@@ -22,7 +22,8 @@ import difflib
 import math
 import types
 import typing
-from typing import Any, ClassVar, Literal, Mapping, TypeVar, Union
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, TypeVar, Union
 
 T = TypeVar("T", bound="Section")
 _MISSING = dataclasses.MISSING
@@ -32,15 +33,28 @@ class ConfigError(ValueError):
     """A params.yaml value a stage cannot use; the message names the key, e.g. crop.padding."""
 
 
-def option(default: Any = _MISSING, *, ge: float | None = None, gt: float | None = None,
-           le: float | None = None, lt: float | None = None, choices: typing.Iterable[Any] | None = None,
-           doc: str = "") -> Any:
+def option(
+    default: Any = _MISSING,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: typing.Iterable[Any] | None = None,
+    doc: str = "",
+) -> Any:
     """A dataclass field with its default, range (ge/gt/le/lt) and allowed values (choices).
 
     Mutable defaults (lists, dicts) are copied per instance.
     """
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": tuple(choices) if choices is not None else None,
-            "doc": doc}
+    meta = {
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "lt": lt,
+        "choices": tuple(choices) if choices is not None else None,
+        "doc": doc,
+    }
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -51,8 +65,9 @@ def nearest(key: str, valid: typing.Iterable[str]) -> str | None:
     return match[0] if match else None
 
 
-def unknown_key_message(where: str, key: str, valid: typing.Iterable[str],
-                        aliases: Mapping[str, str] | None = None) -> str:
+def unknown_key_message(
+    where: str, key: str, valid: typing.Iterable[str], aliases: Mapping[str, str] | None = None
+) -> str:
     """One line naming the key and the nearest valid one. ``aliases`` maps common other names to
     valid keys (learning_rate -> lr), so a misspelt alias points at the real key."""
     valid = sorted(valid)
@@ -120,8 +135,9 @@ def check_value(value: Any, annotation: Any, where: str, meta: Mapping[str, Any]
             if item not in choices:
                 near = nearest(str(item), [str(c) for c in choices]) if isinstance(item, str) else None
                 hint = f" (did you mean '{near}'?)" if near else ""
-                raise ConfigError(f"params.yaml: {where}: {item!r} is not one of "
-                                  f"{', '.join(map(str, choices))}{hint}")
+                raise ConfigError(
+                    f"params.yaml: {where}: {item!r} is not one of {', '.join(map(str, choices))}{hint}"
+                )
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         _check_range(value, where, meta)
     return value
@@ -131,8 +147,12 @@ def _check_range(value: float, where: str, meta: Mapping[str, Any]) -> None:
     ge, gt, le, lt = meta.get("ge"), meta.get("gt"), meta.get("le"), meta.get("lt")
     low = f">= {ge}" if ge is not None else f"> {gt}" if gt is not None else None
     high = f"<= {le}" if le is not None else f"< {lt}" if lt is not None else None
-    ok = ((ge is None or value >= ge) and (gt is None or value > gt)
-          and (le is None or value <= le) and (lt is None or value < lt))
+    ok = (
+        (ge is None or value >= ge)
+        and (gt is None or value > gt)
+        and (le is None or value <= le)
+        and (lt is None or value < lt)
+    )
     if not ok:
         rng = " and ".join(x for x in (low, high) if x)
         raise ConfigError(f"params.yaml: {where}: must be {rng}, got {value!r}")
@@ -162,8 +182,9 @@ def _check_type(value: Any, ann: Any, where: str) -> Any:
         if value not in args:
             near = nearest(str(value), [str(a) for a in args]) if isinstance(value, str) else None
             hint = f" (did you mean '{near}'?)" if near else ""
-            raise ConfigError(f"params.yaml: {where}: {value!r} is not one of "
-                              f"{', '.join(map(str, args))}{hint}")
+            raise ConfigError(
+                f"params.yaml: {where}: {value!r} is not one of {', '.join(map(str, args))}{hint}"
+            )
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -171,7 +192,9 @@ def _check_type(value: Any, ann: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"params.yaml: {where}: expected {len(args)} items, got {len(value)}")
-            return tuple(_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(
+                _check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         item = args[0] if args else Any
         checked = [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(checked) if origin is tuple else checked

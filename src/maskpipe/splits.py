@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter, defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -93,10 +93,10 @@ def assign_splits(
     datasets = faces["dataset"].astype(str).tolist()
     labels = faces["label"].astype(str).tolist()
 
-    label_counts = Counter(zip(datasets, labels))
+    label_counts = Counter(zip(datasets, labels, strict=True))
     group_dataset: dict[str, str] = {}
     group_labels: dict[str, set[str]] = defaultdict(set)
-    for g, d, lab in zip(groups, datasets, labels):
+    for g, d, lab in zip(groups, datasets, labels, strict=True):
         group_dataset[g] = min(group_dataset.get(g, d), d)
         group_labels[g].add(lab)
 

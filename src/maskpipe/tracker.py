@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Protocol
 
 
 class Tracker(Protocol):
-    def run(self, model_name: str, params: Mapping[str, Any] | None, *, run_id: str | None = None,
-            extra_tags: Mapping[str, str] | None = None) -> contextlib.AbstractContextManager[str | None]:
+    def run(
+        self,
+        model_name: str,
+        params: Mapping[str, Any] | None,
+        *,
+        run_id: str | None = None,
+        extra_tags: Mapping[str, str] | None = None,
+    ) -> contextlib.AbstractContextManager[str | None]:
         """A run for one training (``run_id`` continues an earlier one); yields its id (None: untracked)."""
         ...
 
@@ -93,8 +100,9 @@ class MlflowTracker:
     def run(self, model_name, params, *, run_id=None, extra_tags=None) -> Iterator[str | None]:
         from maskpipe import tracking
 
-        with tracking.start_run(model_name, dict(params or {}), run_id=run_id,
-                                extra_tags=dict(extra_tags or {})) as run:
+        with tracking.start_run(
+            model_name, dict(params or {}), run_id=run_id, extra_tags=dict(extra_tags or {})
+        ) as run:
             self._run = run
             try:
                 yield run.info.run_id

@@ -18,12 +18,14 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import subprocess
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from maskpipe.io import write_json
@@ -49,7 +51,7 @@ def tracking_uri() -> str:
     if not env:
         return f"sqlite:///{repo_root() / 'mlflow.db'}"
     if env.startswith("sqlite:///"):
-        path = env[len("sqlite:///"):]
+        path = env[len("sqlite:///") :]
         if path and path != ":memory:" and not path.startswith("/"):
             return f"sqlite:///{(repo_root() / path).resolve()}"
         return env
@@ -82,7 +84,7 @@ def artifact_location() -> str | None:
     if is_server_uri(uri):
         return None
     if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
-        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
     return (repo_root() / "mlartifacts").as_uri()
 
 
@@ -150,8 +152,13 @@ def _param_value(v: Any) -> str:
 
 
 @contextlib.contextmanager
-def start_run(model_name: str, params: dict | None = None, *, run_id: str | None = None,
-              extra_tags: dict[str, str] | None = None) -> Iterator[Any]:
+def start_run(
+    model_name: str,
+    params: dict | None = None,
+    *,
+    run_id: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> Iterator[Any]:
     """A run for training ``model_name``: tagged, params flattened and logged.
 
     ``run_id`` continues an existing run (a training resumed after an interruption); if the
@@ -165,7 +172,9 @@ def start_run(model_name: str, params: dict | None = None, *, run_id: str | None
         try:
             mlflow.get_run(run_id)
         except Exception:
-            warnings.warn(f"MLflow run {run_id} not found in {tracking_uri()}; starting a new run")
+            warnings.warn(
+                f"MLflow run {run_id} not found in {tracking_uri()}; starting a new run", stacklevel=2
+            )
             run_id = None
     tags = {
         "maskpipe.model": model_name,
@@ -237,10 +246,13 @@ def resume_run(model_dir: str | os.PathLike) -> Iterator[Any]:
         mlflow.get_run(info["run_id"])
         run = mlflow.start_run(run_id=info["run_id"])
     except Exception:
-        warnings.warn(f"MLflow run {info['run_id']} (from {model_dir}) not in {tracking_uri()}; "
-                      "logging into a new run")
-        run = mlflow.start_run(experiment_id=get_or_create_experiment(),
-                               run_name=info.get("run_name") or Path(model_dir).name)
+        warnings.warn(
+            f"MLflow run {info['run_id']} (from {model_dir}) not in {tracking_uri()}; logging into a new run",
+            stacklevel=2,
+        )
+        run = mlflow.start_run(
+            experiment_id=get_or_create_experiment(), run_name=info.get("run_name") or Path(model_dir).name
+        )
     try:
         yield run
     except BaseException:
@@ -272,10 +284,8 @@ def pip_requirements() -> list[str]:
 
     reqs = []
     for dist in ("torch", "torchvision", "numpy", "pillow", "mlflow"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             reqs.append(f"{dist}=={version(dist)}")
-        except PackageNotFoundError:
-            pass
     return reqs
 
 
@@ -289,13 +299,16 @@ def log_model(model: Any, meta: dict, *, register: bool = True, name: str = "mod
     stored as model metadata.
     """
     mlflow = _mlflow()
-    import mlflow.pytorch  # noqa: F401  (submodule)
+    importlib.import_module("mlflow.pytorch")  # the submodule, so that mlflow.pytorch is set
     import torch
 
     model_name = meta["model_name"]
     size = int(meta["image_size"])
-    metadata = {k: meta[k] for k in ("model_name", "arch", "task", "classes", "image_size", "mean", "std")
-                if k in meta}
+    metadata = {
+        k: meta[k]
+        for k in ("model_name", "arch", "task", "classes", "image_size", "mean", "std")
+        if k in meta
+    }
     model = model.cpu().eval()
     # batch of 2: torch.export keeps the batch dimension dynamic only when it is > 1
     example = torch.zeros(2, 3, size, size).numpy()
@@ -303,14 +316,22 @@ def log_model(model: Any, meta: dict, *, register: bool = True, name: str = "mod
 
     with torch.no_grad():
         signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
-    kwargs = dict(name=name, registered_model_name=f"maskpipe-{model_name}-torch" if register else None,
-                  signature=signature, input_example=example, pip_requirements=pip_requirements(),
-                  metadata=metadata)
+    kwargs = dict(
+        name=name,
+        registered_model_name=f"maskpipe-{model_name}-torch" if register else None,
+        signature=signature,
+        input_example=example,
+        pip_requirements=pip_requirements(),
+        metadata=metadata,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             # pt2 (torch.export): a self-contained graph, loadable without maskpipe or pickle
             return mlflow.pytorch.log_model(model, serialization_format="pt2", **kwargs)
         except Exception as exc:  # a model torch.export cannot trace: fall back to pickle
-            warnings.warn(f"torch.export failed for {model_name} ({exc.__class__.__name__}); logging it pickled")
+            warnings.warn(
+                f"torch.export failed for {model_name} ({exc.__class__.__name__}); logging it pickled",
+                stacklevel=2,
+            )
             return mlflow.pytorch.log_model(model, serialization_format="pickle", **kwargs)

@@ -42,8 +42,13 @@ def _video_codec() -> str:
     raise PredictError("no H.264 or MPEG-4 encoder in this PyAV build; cannot write an annotated video")
 
 
-def predict_video(path: Path, predictor: "Predictor", every_n: int | None = None,
-                  viz_path: Path | None = None, progress: bool | None = None) -> dict[str, Any]:
+def predict_video(
+    path: Path,
+    predictor: Predictor,
+    every_n: int | None = None,
+    viz_path: Path | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """Faces in every ``every_n``-th frame (0, n, 2n, ...). With ``viz_path`` every frame is written
     to an annotated video, showing the latest sampled frame's boxes."""
     import av
@@ -67,7 +72,9 @@ def predict_video(path: Path, predictor: "Predictor", every_n: int | None = None
         fps = float(rate)
         width, height = stream.codec_context.width, stream.codec_context.height
         if width * height > predictor.settings.max_pixels:
-            raise PredictError(f"{path}: {width}x{height} frames exceed the {predictor.settings.max_pixels} pixel limit")
+            raise PredictError(
+                f"{path}: {width}x{height} frames exceed the {predictor.settings.max_pixels} pixel limit"
+            )
         if viz_path is not None:
             viz_path.parent.mkdir(parents=True, exist_ok=True)
             tmp_target = viz_path.with_name(f".{viz_path.stem}.tmp{viz_path.suffix or '.mp4'}")
@@ -77,8 +84,12 @@ def predict_video(path: Path, predictor: "Predictor", every_n: int | None = None
             ostream.pix_fmt = "yuv420p"
         last: list[dict[str, Any]] = []
         expected = int(stream.frames or 0)  # 0: the container does not say
-        bar = tqdm(total=expected or None, unit="frame", desc=path.name,
-                   disable=None if progress is None else not progress)
+        bar = tqdm(
+            total=expected or None,
+            unit="frame",
+            desc=path.name,
+            disable=None if progress is None else not progress,
+        )
         index = -1
         try:
             for index, frame in enumerate(container.decode(stream)):
@@ -111,10 +122,21 @@ def predict_video(path: Path, predictor: "Predictor", every_n: int | None = None
             out.close()
             out = None
             os.replace(tmp_target, viz_path)
-        return {"source": str(path), "type": "video", "fps": round(fps, 3), "width": width, "height": height,
-                "frames_total": read, "frames_expected": expected or None, "every_n_frames": every_n,
-                "frames": frames, "faces": sum(len(f["faces"]) for f in frames), "error": None, "warnings": notes,
-                **({"visualization": str(viz_path)} if viz_path is not None else {})}
+        return {
+            "source": str(path),
+            "type": "video",
+            "fps": round(fps, 3),
+            "width": width,
+            "height": height,
+            "frames_total": read,
+            "frames_expected": expected or None,
+            "every_n_frames": every_n,
+            "frames": frames,
+            "faces": sum(len(f["faces"]) for f in frames),
+            "error": None,
+            "warnings": notes,
+            **({"visualization": str(viz_path)} if viz_path is not None else {}),
+        }
     except PredictError:
         raise
     except av.FFmpegError as exc:

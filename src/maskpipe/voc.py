@@ -96,4 +96,3 @@ def parse_voc(path: str | Path) -> VocAnnotation:
         objects=objects,
         bad_objects=bad,
     )
-

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from maskpipe.collectors import folders, lfw, mafa, voc
 from maskpipe.collectors.base import Collected, Collector, DatasetDir, Face, SourceImage
@@ -26,8 +27,16 @@ COLLECTORS: dict[str, Collector] = {
     "mafa": mafa.collect,
 }
 
-__all__ = ["COLLECTORS", "Collected", "DatasetDir", "Face", "SourceImage", "assign_face_ids", "collect_all",
-           "limit_sources"]
+__all__ = [
+    "COLLECTORS",
+    "Collected",
+    "DatasetDir",
+    "Face",
+    "SourceImage",
+    "assign_face_ids",
+    "collect_all",
+    "limit_sources",
+]
 
 
 def _slug(text: str) -> str:
@@ -41,7 +50,9 @@ def assign_face_ids(sources: list[SourceImage]) -> None:
     slug_of: dict[int, str] = {}
     for k, s in enumerate(sources):
         stem = Path(s.source_image).stem
-        slug_of[k] = _slug(stem if stems[(s.dataset, stem)] == 1 else Path(s.source_image).with_suffix("").as_posix())
+        slug_of[k] = _slug(
+            stem if stems[(s.dataset, stem)] == 1 else Path(s.source_image).with_suffix("").as_posix()
+        )
     clashes = Counter((s.dataset, slug_of[k]) for k, s in enumerate(sources))
     for k, s in enumerate(sources):
         slug = slug_of[k]
@@ -70,7 +81,9 @@ def limit_sources(sources: list[SourceImage], limit: int) -> list[SourceImage]:
     return [sources[i] for i in sorted(chosen)]
 
 
-def collect_all(raw_root: Path, datasets: Mapping[str, Mapping[str, Any]], cfg: Any, interim: Path) -> Collected:
+def collect_all(
+    raw_root: Path, datasets: Mapping[str, Mapping[str, Any]], cfg: Any, interim: Path
+) -> Collected:
     """The faces of every enabled dataset whose format has a collector (others, e.g. mask
     templates, are not faces), with face ids assigned. ``cfg``: a crop_config.CropConfig."""
     limit = cfg.max_images_per_dataset
@@ -89,7 +102,9 @@ def collect_all(raw_root: Path, datasets: Mapping[str, Mapping[str, Any]], cfg: 
             continue
         got = collector(DatasetDir(name, root, spec, cfg, interim))
         if limit is not None and len(got.sources) > limit:
-            got.notes.append(f"{name}: limited to {limit} of {len(got.sources)} images (crop.max_images_per_dataset)")
+            got.notes.append(
+                f"{name}: limited to {limit} of {len(got.sources)} images (crop.max_images_per_dataset)"
+            )
             got.sources = limit_sources(got.sources, limit)
         if not got.sources and not got.notes:  # a collector that found nothing and said nothing
             got.notes.append(f"{name}: no usable images under {root}")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from maskpipe.crop_geometry import Box
 from maskpipe.imaging import is_image_file
@@ -62,7 +63,10 @@ def skip_row(source: str, dataset: str, reason: str, detail: str = "", box: Box 
 
 
 def image_files(root: Path) -> list[Path]:
-    return sorted((p for p in root.rglob("*") if p.is_file() and is_image_file(p)), key=lambda p: natural_key(p.as_posix()))
+    return sorted(
+        (p for p in root.rglob("*") if p.is_file() and is_image_file(p)),
+        key=lambda p: natural_key(p.as_posix()),
+    )
 
 
 def image_index(root: Path) -> dict[str, Path]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from maskpipe.collectors.base import Collected, DatasetDir, Face, SourceImage, image_files, rel, skip_row
 from maskpipe.labels import normalize_label

@@ -18,8 +18,13 @@ def collect_lfw(name: str, root: Path, lfw_box: Box, frame: tuple[int, int] = LF
         rel_path = rel(path, root)
         person = Path(rel_path).parts[0] if len(Path(rel_path).parts) > 1 else Path(rel_path).stem
         out.sources.append(
-            SourceImage(name, path, rel_path, group=f"person:{person}",
-                        faces=[Face(0, WITHOUT_MASK, tuple(lfw_box), frame)])
+            SourceImage(
+                name,
+                path,
+                rel_path,
+                group=f"person:{person}",
+                faces=[Face(0, WITHOUT_MASK, tuple(lfw_box), frame)],
+            )
         )
     return out
 

@@ -35,15 +35,18 @@ class MafaConfig(Section):
     """params crop.mafa: which MAFA faces become which label (null = left out)."""
 
     test_face_types: dict[str, str | None] = option(
-        {"masked": WITH_MASK, "unmasked": WITHOUT_MASK, "invalid": None})
+        {"masked": WITH_MASK, "unmasked": WITHOUT_MASK, "invalid": None}
+    )
     train_label: str = WITH_MASK
     train_occluder_types: list[str] = option(["simple", "complex"], choices=MAFA_OCCLUDER_TYPES)
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.test_face_types if k not in MAFA_FACE_TYPES]
         if unknown:
-            raise ConfigError(f"params.yaml: crop.mafa.test_face_types: unknown name(s) {', '.join(map(str, unknown))};"
-                              f" known: {', '.join(MAFA_FACE_TYPES)}")
+            raise ConfigError(
+                f"params.yaml: crop.mafa.test_face_types: unknown name(s) {', '.join(map(str, unknown))};"
+                f" known: {', '.join(MAFA_FACE_TYPES)}"
+            )
         for key, value in self.test_face_types.items():
             if value:
                 _label(value, f"crop.mafa.test_face_types.{key}")
@@ -91,7 +94,9 @@ def collect_mafa(name: str, root: Path, interim: Path, mafa: MafaConfig, images_
         for image_name, rows in by_image.items():
             path = images.get(image_name)
             if path is None:
-                out.skips.append(skip_row(image_name, name, "image_missing", f"{len(rows)} faces in {csv.name}"))
+                out.skips.append(
+                    skip_row(image_name, name, "image_missing", f"{len(rows)} faces in {csv.name}")
+                )
                 continue
             source = SourceImage(name, path, rel(path, root), group=rel(path, root))
             for row in rows:

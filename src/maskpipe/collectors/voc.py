@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maskpipe.collectors.base import Collected, DatasetDir, Face, SourceImage, image_index, natural_key, rel, skip_row
+from maskpipe.collectors.base import (
+    Collected,
+    DatasetDir,
+    Face,
+    SourceImage,
+    image_index,
+    natural_key,
+    rel,
+    skip_row,
+)
 from maskpipe.labels import normalize_label
 from maskpipe.voc import VocError, parse_voc
 
@@ -26,7 +35,12 @@ def collect_voc(name: str, root: Path) -> Collected:
         image = next((c for c in candidates if c.is_file()), None) or images.get(Path(ann.filename).name)
         if image is None:
             out.skips.append(
-                skip_row(src, name, "image_missing", f"{ann.filename} not found ({len(ann.objects)} faces annotated)")
+                skip_row(
+                    src,
+                    name,
+                    "image_missing",
+                    f"{ann.filename} not found ({len(ann.objects)} faces annotated)",
+                )
             )
             continue
         source = SourceImage(name, image, rel(image, root), group=rel(image, root))

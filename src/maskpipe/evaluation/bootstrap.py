@@ -18,7 +18,7 @@ has no recall there); when fewer than half of the resamples define it the interv
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -47,7 +47,9 @@ def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def confusion_stack(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray, n_classes: int) -> np.ndarray:
+def confusion_stack(
+    y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray, n_classes: int
+) -> np.ndarray:
     """(n_resamples, C, C) weighted confusion matrices (rows actual, columns predicted)."""
     cell = y_true * n_classes + y_pred
     onehot = np.zeros((y_true.size, n_classes * n_classes))
@@ -110,7 +112,7 @@ def bootstrap_metrics(
     support = cm.sum(axis=2)
     predicted = cm.sum(axis=1)
     precision = np.where(predicted > 0, _div(tp, predicted), 0.0)
-    recall = _div(tp, support)                       # NaN: class absent from this resample
+    recall = _div(tp, support)  # NaN: class absent from this resample
     f1 = np.where(precision + recall > 0, _div(2 * precision * recall, precision + recall), 0.0)
     present = support > 0
     n_present = present.sum(axis=1)

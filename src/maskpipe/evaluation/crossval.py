@@ -19,9 +19,10 @@ fold), then scores the held-out photos with ``classification_metrics``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,7 @@ def assign_folds(crops: pd.DataFrame, k: int, seed: int) -> pd.Series:
     counts = crops[pool].groupby(["dataset", "label"]).size().to_dict()
     labels_of: dict[str, set[str]] = defaultdict(set)
     dataset_of: dict[str, str] = {}
-    for g, d, lab in zip(photo[pool], crops["dataset"][pool], crops["label"][pool]):
+    for g, d, lab in zip(photo[pool], crops["dataset"][pool], crops["label"][pool], strict=True):
         labels_of[g].add(lab)
         dataset_of[g] = d
     strata: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -67,11 +68,14 @@ def assign_folds(crops: pd.DataFrame, k: int, seed: int) -> pd.Series:
         for i, j in enumerate(rng.permutation(len(groups))):
             fold_of[groups[j]] = (offset + i) % k
         offset += len(groups)  # the next stratum starts where this one ended: folds stay even
-    return pd.Series([fold_of.get(g, -1) if ok else -1 for g, ok in zip(photo, pool)], index=crops.index)
+    return pd.Series(
+        [fold_of.get(g, -1) if ok else -1 for g, ok in zip(photo, pool, strict=True)], index=crops.index
+    )
 
 
-def fold_indexes(crops: pd.DataFrame, synth: pd.DataFrame, folds: pd.Series, fold: int, k: int
-                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def fold_indexes(
+    crops: pd.DataFrame, synth: pd.DataFrame, folds: pd.Series, fold: int, k: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The crop and synthetic indexes of one fold: split = test / val / train / cv_unused."""
     val_fold = (fold + 1) % k if k >= 3 else None
     split = np.where(folds == fold, "test", np.where(folds == val_fold, "val", "train"))
@@ -79,15 +83,15 @@ def fold_indexes(crops: pd.DataFrame, synth: pd.DataFrame, folds: pd.Series, fol
     c = crops.assign(split=split)
     s = synth.copy()
     if not s.empty:
-        of_face = dict(zip(c["face_id"], c["split"]))
+        of_face = dict(zip(c["face_id"], c["split"], strict=True))
         s["split"] = [of_face.get(f, UNUSED) for f in s["source_face_id"]]
     return c, s
 
 
 @dataclass
 class CrossValidation:
-    metrics: dict[str, Any]     # cv/... keys for metrics/cv.json
-    folds: pd.DataFrame         # one row per fold: n, accuracy, macro_f1, recall per class
+    metrics: dict[str, Any]  # cv/... keys for metrics/cv.json
+    folds: pd.DataFrame  # one row per fold: n, accuracy, macro_f1, recall per class
 
 
 def summarise(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
@@ -109,19 +113,29 @@ def summarise(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
     return out
 
 
-def cross_validate(model_name: str, all_params: dict, k: int, *, crops_index: Path, synth_index: Path,
-                   work_dir: Path, base: Path = Path("."), log: Callable[[str], None] = print) -> CrossValidation:
+def cross_validate(
+    model_name: str,
+    all_params: dict,
+    k: int,
+    *,
+    crops_index: Path,
+    synth_index: Path,
+    work_dir: Path,
+    base: Path = Path("."),
+    log: Callable[[str], None] = print,
+) -> CrossValidation:
     """Train ``model_name`` k times through ``train_model`` and score each held-out fold."""
     from maskpipe.evaluation.evaluate import score_samples
-    from maskpipe.training.artifact import load_model
-    from maskpipe.training.artifact import model_config
+    from maskpipe.training.artifact import load_model, model_config
     from maskpipe.training.config import resolve_model_config
     from maskpipe.training.data import read_crops, read_synthetic, select_samples
     from maskpipe.training.run import TrainPaths, train_model
 
     config = resolve_model_config(all_params, model_name)
     if config.task == "oneclass":
-        raise CrossValidationError(f"crossval.model: {model_name} is a one-class model; cross-validate a classifier")
+        raise CrossValidationError(
+            f"crossval.model: {model_name} is a one-class model; cross-validate a classifier"
+        )
     crops = read_crops(crops_index)
     synth = read_synthetic(synth_index)
     folds = assign_folds(crops, k, int(all_params.get("seed", 0)))
@@ -134,9 +148,13 @@ def cross_validate(model_name: str, all_params: dict, k: int, *, crops_index: Pa
         fold_dir.mkdir(parents=True, exist_ok=True)
         c.to_csv(fold_dir / "crops.csv", index=False)
         s.to_csv(fold_dir / "synthetic.csv", index=False)
-        paths = TrainPaths(crops_index=fold_dir / "crops.csv", synth_index=fold_dir / "synthetic.csv",
-                           models_dir=fold_dir / "models", plots_dir=fold_dir / "plots",
-                           cache_dir=work_dir / "cache")
+        paths = TrainPaths(
+            crops_index=fold_dir / "crops.csv",
+            synth_index=fold_dir / "synthetic.csv",
+            models_dir=fold_dir / "models",
+            plots_dir=fold_dir / "plots",
+            cache_dir=work_dir / "cache",
+        )
         log(f"crossval {model_name}: fold {f + 1}/{k}")
         summary = train_model(model_name, all_params, paths, track=False, log=log)
         model, meta = load_model(paths.model_dir(model_name) / "model.pt")
@@ -146,11 +164,18 @@ def cross_validate(model_name: str, all_params: dict, k: int, *, crops_index: Pa
             raise CrossValidationError(f"crossval: fold {f + 1} holds no images of {model_name}'s classes")
         scored = score_samples(model, meta, held_out, 64, base, desc=f"{model_name} fold {f + 1}")
         m = classification_metrics(scored.samples["label_idx"].to_numpy(), scored.scores, classes).metrics
-        row = {"fold": f + 1, "n": m["test/n"], "accuracy": m["test/accuracy"], "macro_f1": m["test/macro_f1"],
-               "train_seconds": summary.get("train_seconds")}
+        row = {
+            "fold": f + 1,
+            "n": m["test/n"],
+            "accuracy": m["test/accuracy"],
+            "macro_f1": m["test/macro_f1"],
+            "train_seconds": summary.get("train_seconds"),
+        }
         for cls in classes:
             row[f"recall/{cls}"] = m[f"test/recall/{cls}"] if m[f"test/support/{cls}"] else None
         rows.append(row)
-        log(f"crossval {model_name}: fold {f + 1}: n {row['n']}, macro_f1 {row['macro_f1']}, "
-            + ", ".join(f"{key} {row[key]}" for key in row if key.startswith("recall/")))
+        log(
+            f"crossval {model_name}: fold {f + 1}: n {row['n']}, macro_f1 {row['macro_f1']}, "
+            + ", ".join(f"{key} {row[key]}" for key in row if key.startswith("recall/"))
+        )
     return CrossValidation(summarise(rows, k), pd.DataFrame(rows))

@@ -34,9 +34,10 @@ With ``plots_dir`` (the stage: metrics/plots/<model>), the plot files move to
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,17 +67,24 @@ from maskpipe.settings import Section, option
 class EvaluateConfig(Section):
     """params.yaml `evaluate:`."""
 
-    moved_keys = {"threshold_percentile": "models.<model>.threshold_percentile (the model's operating point, "
-                                          "saved in its artifact)"}
-    latent_pool: int = option(1, ge=1, doc="one-class: encoder output average-pooled to pool x pool (Mahalanobis)")
+    moved_keys = {
+        "threshold_percentile": "models.<model>.threshold_percentile (the model's operating point, "
+        "saved in its artifact)"
+    }
+    latent_pool: int = option(
+        1, ge=1, doc="one-class: encoder output average-pooled to pool x pool (Mahalanobis)"
+    )
     batch_size: int = option(64, ge=1)
     num_threads: int = option(2, ge=1)
     grid_size: int = option(16, ge=0, doc="images in the right/wrong prediction grid")
     extra_sets: dict[str, dict[str, list[str]]] = option(
-        {}, doc="per model: <set name>: [datasets]; their test split, the model's classes")
+        {}, doc="per model: <set name>: [datasets]; their test split, the model's classes"
+    )
     bootstrap_resamples: int = option(1000, ge=0, doc="95 % intervals resampled by source photo; 0 = none")
     bootstrap_seed: int = 42
-    pretrained_baseline: bool = option(True, doc="one-class: also a Gaussian on ImageNet MobileNetV2 features")
+    pretrained_baseline: bool = option(
+        True, doc="one-class: also a Gaussian on ImageNet MobileNetV2 features"
+    )
     pretrained_layer: int = option(13, ge=1, le=18, doc="MobileNetV2 features[:layer + 1]")
     pretrained_size: int = option(160, ge=32, le=512, doc="pixels the face is resized to for the features")
     pretrained_region: str = option("lower", choices=("lower", "full"), doc="feature map averaged over")
@@ -90,21 +98,32 @@ class EvaluationError(ValueError):
 class Scored:
     """Scores of the images of one set that could be read."""
 
-    samples: pd.DataFrame          # path, label, label_idx, dataset (readable rows only)
-    scores: np.ndarray             # (N, C) predict_proba output
-    latents: np.ndarray | None     # (N, D) autoencoder latents, when asked for
+    samples: pd.DataFrame  # path, label, label_idx, dataset (readable rows only)
+    scores: np.ndarray  # (N, C) predict_proba output
+    latents: np.ndarray | None  # (N, D) autoencoder latents, when asked for
     features: np.ndarray | None = None  # (N, F) pretrained-network features, when asked for
     skipped: list[dict] = field(default_factory=list)
 
 
-SCORE_AXIS = {"reconstruction": "reconstruction error (MSE)", "mahalanobis": "latent Mahalanobis distance",
-              "pretrained": "Mahalanobis distance of ImageNet MobileNetV2 features"}
+SCORE_AXIS = {
+    "reconstruction": "reconstruction error (MSE)",
+    "mahalanobis": "latent Mahalanobis distance",
+    "pretrained": "Mahalanobis distance of ImageNet MobileNetV2 features",
+}
 
 
 # ------------------------------------------------------------------------------ scoring
-def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, base: Path,
-                  with_latents: bool = False, latent_pool: int = 1, desc: str = "",
-                  features=None) -> Scored:
+def score_samples(
+    model,
+    meta: dict,
+    samples: pd.DataFrame,
+    batch_size: int,
+    base: Path,
+    with_latents: bool = False,
+    latent_pool: int = 1,
+    desc: str = "",
+    features=None,
+) -> Scored:
     """Run the model over ``samples`` (paths relative to ``base``); unreadable images are skipped."""
     import torch
 
@@ -120,13 +139,13 @@ def score_samples(model, meta: dict, samples: pd.DataFrame, batch_size: int, bas
     bar = tqdm(total=len(rows), desc=desc or "evaluate", unit="img", disable=None, file=sys.stderr)
     for start in range(0, len(rows), batch_size):
         images, idx = [], []
-        for i, row in enumerate(rows[start:start + batch_size], start=start):
+        for i, row in enumerate(rows[start : start + batch_size], start=start):
             try:
                 images.append(open_rgb(base / row.path))
                 idx.append(i)
             except ImageReadError as exc:
                 skipped.append({"path": row.path, "reason": str(exc)})
-        bar.update(len(rows[start:start + batch_size]))
+        bar.update(len(rows[start : start + batch_size]))
         if not images:
             continue
         batch = preprocess(images, meta["image_size"], meta["mean"], meta["std"])
@@ -158,11 +177,15 @@ def source_groups(samples: pd.DataFrame, crops: pd.DataFrame, synth: pd.DataFram
     of_path: dict[str, str] = {}
     if "source_image" in crops.columns:
         keys = crops["dataset"].astype(str) + ":" + crops["source_image"].astype(str)
-        of_path = dict(zip(crops["crop_path"], keys))
+        of_path = dict(zip(crops["crop_path"], keys, strict=True))
         if synth is not None and not synth.empty:
-            of_face = dict(zip(crops["face_id"], keys))
-            of_path.update({p: of_face.get(f, f"synthetic:{f}")
-                            for p, f in zip(synth["path"], synth["source_face_id"])})
+            of_face = dict(zip(crops["face_id"], keys, strict=True))
+            of_path.update(
+                {
+                    p: of_face.get(f, f"synthetic:{f}")
+                    for p, f in zip(synth["path"], synth["source_face_id"], strict=True)
+                }
+            )
     return np.array([of_path.get(p, f"path:{p}") for p in samples["path"]], dtype=object)
 
 
@@ -173,13 +196,16 @@ def evaluation_sets(model_name: str, config, eval_config: EvaluateConfig) -> dic
     sets = {"test": [d for d in config.datasets if d not in config.train_only_datasets]}
     extra = eval_config.extra_sets.get(model_name) or {}
     if not isinstance(extra, dict):
-        raise EvaluationError(f"params.yaml: evaluate.extra_sets.{model_name} must map a set name to datasets")
+        raise EvaluationError(
+            f"params.yaml: evaluate.extra_sets.{model_name} must map a set name to datasets"
+        )
     for name, datasets in extra.items():
         if name in sets or "/" in str(name):
             raise EvaluationError(f"params.yaml: evaluate.extra_sets.{model_name}: bad set name {name!r}")
         if not isinstance(datasets, list) or not datasets:
             raise EvaluationError(
-                f"params.yaml: evaluate.extra_sets.{model_name}.{name} must be a non-empty list of datasets")
+                f"params.yaml: evaluate.extra_sets.{model_name}.{name} must be a non-empty list of datasets"
+            )
         sets[str(name)] = [str(d) for d in datasets]
     return sets
 
@@ -191,12 +217,15 @@ def unused_eval_datasets_note(model_name: str, config, sets: dict[str, list[str]
     missing = [d for d in wanted if d not in covered]
     if not missing:
         return []
-    return [f"models.{model_name}.eval_datasets lists {missing}, which no evaluation set uses; "
-            f"extra sets are declared in params.yaml evaluate.extra_sets.{model_name}"]
+    return [
+        f"models.{model_name}.eval_datasets lists {missing}, which no evaluation set uses; "
+        f"extra sets are declared in params.yaml evaluate.extra_sets.{model_name}"
+    ]
 
 
-def _excluded_metrics(prefix: str, samples: pd.DataFrame, predicted: np.ndarray,
-                      classes: Sequence[str]) -> tuple[dict, list[str]]:
+def _excluded_metrics(
+    prefix: str, samples: pd.DataFrame, predicted: np.ndarray, classes: Sequence[str]
+) -> tuple[dict, list[str]]:
     """Counts of labels outside the model's classes, and the share predicted as each class."""
     metrics: dict[str, Any] = {}
     notes = []
@@ -214,10 +243,20 @@ def _excluded_metrics(prefix: str, samples: pd.DataFrame, predicted: np.ndarray,
 
 
 # ------------------------------------------------------------------------------ writing
-def _write_set_outputs(folder: Path, result: ClassificationResult, samples: pd.DataFrame,
-                       predicted: np.ndarray, confidence: np.ndarray, title: str, base: Path,
-                       grid_size: int, roc_names: dict[str, str] | None = None,
-                       confusion_name: str = "confusion", grid: bool = True, score_name: str = "p") -> None:
+def _write_set_outputs(
+    folder: Path,
+    result: ClassificationResult,
+    samples: pd.DataFrame,
+    predicted: np.ndarray,
+    confidence: np.ndarray,
+    title: str,
+    base: Path,
+    grid_size: int,
+    roc_names: dict[str, str] | None = None,
+    confusion_name: str = "confusion",
+    grid: bool = True,
+    score_name: str = "p",
+) -> None:
     """ROC + confusion plot data and PNGs for one scored set (only images with a class)."""
     folder.mkdir(parents=True, exist_ok=True)
     classes = result.classes
@@ -235,14 +274,30 @@ def _write_set_outputs(folder: Path, result: ClassificationResult, samples: pd.D
                 img = open_rgb(base / samples["path"].iloc[i])
             except ImageReadError:
                 continue
-            items.append({"image": img, "actual": actual[i], "predicted": pred_names[i],
-                          "confidence": float(confidence[i]), "correct": bool(correct[i]),
-                          "score_name": score_name})
+            items.append(
+                {
+                    "image": img,
+                    "actual": actual[i],
+                    "predicted": pred_names[i],
+                    "confidence": float(confidence[i]),
+                    "correct": bool(correct[i]),
+                    "score_name": score_name,
+                }
+            )
         plots.prediction_grid_png(items, folder / "predictions.png", f"{title}: right and wrong predictions")
 
 
-def _classifier_set(name: str, scored: Scored, meta: dict, folder: Path, base: Path, grid_size: int,
-                    model_name: str, groups: np.ndarray, boot: dict) -> tuple[dict, list[str], dict]:
+def _classifier_set(
+    name: str,
+    scored: Scored,
+    meta: dict,
+    folder: Path,
+    base: Path,
+    grid_size: int,
+    model_name: str,
+    groups: np.ndarray,
+    boot: dict,
+) -> tuple[dict, list[str], dict]:
     classes = list(meta["classes"])
     samples, scores = scored.samples, scored.scores
     from maskpipe.training.tasks import get_task  # torch: imported when a model is scored
@@ -254,10 +309,13 @@ def _classifier_set(name: str, scored: Scored, meta: dict, folder: Path, base: P
     s_in, p_in = samples[inside].reset_index(drop=True), scores[inside]
     if s_in.empty:
         raise EvaluationError(f"{model_name}: set '{name}' has no images of the classes {classes}")
-    result = classification_metrics(s_in["label_idx"].to_numpy(), p_in, classes, prefix=name,
-                                    groups=groups[inside], **boot)
+    result = classification_metrics(
+        s_in["label_idx"].to_numpy(), p_in, classes, prefix=name, groups=groups[inside], **boot
+    )
     pred = task.predicted_indices(p_in)
-    _write_set_outputs(folder, result, s_in, pred, p_in.max(axis=1), f"{model_name} - {name}", base, grid_size)
+    _write_set_outputs(
+        folder, result, s_in, pred, p_in.max(axis=1), f"{model_name} - {name}", base, grid_size
+    )
     plots.roc_png(result.rocs, folder / "roc.png", f"{model_name} - {name}: ROC")
     frame = samples[["path", "label", "dataset"]].copy()
     frame["predicted"] = [classes[i] for i in predicted_all]
@@ -268,10 +326,20 @@ def _classifier_set(name: str, scored: Scored, meta: dict, folder: Path, base: P
     return metrics, result.notes + notes, {"confusion": result.confusion.tolist(), "classes": classes}
 
 
-def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Path, grid_size: int,
-                  model_name: str, thresholds: dict[str, float], mahalanobis: MahalanobisScorer | None,
-                  groups: np.ndarray, boot: dict, pretrained: MahalanobisScorer | None = None,
-                  ) -> tuple[dict, list[str], dict]:
+def _oneclass_set(
+    name: str,
+    scored: Scored,
+    meta: dict,
+    folder: Path,
+    base: Path,
+    grid_size: int,
+    model_name: str,
+    thresholds: dict[str, float],
+    mahalanobis: MahalanobisScorer | None,
+    groups: np.ndarray,
+    boot: dict,
+    pretrained: MahalanobisScorer | None = None,
+) -> tuple[dict, list[str], dict]:
     """Anomaly metrics of both scores; only with_mask (normal) and without_mask (anomaly) are scored."""
     from maskpipe.training.tasks import get_task
 
@@ -289,11 +357,16 @@ def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Pat
     for label in sorted(set(labels[~scored_mask])):
         metrics[f"{name}/excluded/{label}"] = int((labels == label).sum())
         for kind, s in score_sets.items():
-            key = f"{name}/excluded_mean_score/{label}" if kind == "reconstruction" else \
-                f"{name}/{kind}/excluded_mean_score/{label}"
+            key = (
+                f"{name}/excluded_mean_score/{label}"
+                if kind == "reconstruction"
+                else f"{name}/{kind}/excluded_mean_score/{label}"
+            )
             metrics[key] = _r(float(s[labels == label].mean()))
-        notes.append(f"{name}: {int((labels == label).sum())} {label} images are neither normal (with_mask) "
-                     "nor the anomaly (without_mask): left out of the scores, their mean score is reported")
+        notes.append(
+            f"{name}: {int((labels == label).sum())} {label} images are neither normal (with_mask) "
+            "nor the anomaly (without_mask): left out of the scores, their mean score is reported"
+        )
     if not scored_mask.any():
         raise EvaluationError(f"{model_name}: set '{name}' has no with_mask / without_mask images")
     s_in = samples[scored_mask].reset_index(drop=True)
@@ -304,26 +377,46 @@ def _oneclass_set(name: str, scored: Scored, meta: dict, folder: Path, base: Pat
     for kind, s_all in score_sets.items():
         s = s_all[scored_mask]
         prefix = name if kind == "reconstruction" else f"{name}/{kind}"
-        res = anomaly_metrics(s, anomalous, thresholds[kind], prefix, WITH_MASK, WITHOUT_MASK,
-                              groups=groups[scored_mask], **boot)
+        res = anomaly_metrics(
+            s,
+            anomalous,
+            thresholds[kind],
+            prefix,
+            WITH_MASK,
+            WITHOUT_MASK,
+            groups=groups[scored_mask],
+            **boot,
+        )
         metrics.update(res.metrics)
         notes.extend(res.notes)
         pred = task.predicted_indices(s[:, None], thresholds[kind])  # 1 = anomaly
         # "confidence" for the grid: how far the score is past the threshold, relative to it
         confidence = np.abs(s - thresholds[kind]) / (abs(thresholds[kind]) or 1.0)
         suffix = "" if kind == "reconstruction" else f"_{kind}"
-        _write_set_outputs(folder, res, s_in, pred, confidence, f"{model_name} - {name} ({kind})", base,
-                           grid_size, roc_names={WITHOUT_MASK: f"roc_{kind}"},
-                           confusion_name=f"confusion{suffix}", grid=kind == "reconstruction",
-                           score_name="margin")
+        _write_set_outputs(
+            folder,
+            res,
+            s_in,
+            pred,
+            confidence,
+            f"{model_name} - {name} ({kind})",
+            base,
+            grid_size,
+            roc_names={WITHOUT_MASK: f"roc_{kind}"},
+            confusion_name=f"confusion{suffix}",
+            grid=kind == "reconstruction",
+            score_name="margin",
+        )
         for roc in res.rocs:
             roc.positive = f"{kind}: {WITHOUT_MASK}"
             all_rocs.append(roc)
         plots.score_histogram_png(
-            {WITH_MASK: s[~anomalous], WITHOUT_MASK: s[anomalous]}, thresholds[kind],
+            {WITH_MASK: s[~anomalous], WITHOUT_MASK: s[anomalous]},
+            thresholds[kind],
             folder / f"score_histogram{suffix}.png",
             f"{model_name} - {name}: {kind} score by true label",
-            SCORE_AXIS[kind])
+            SCORE_AXIS[kind],
+        )
         details[kind] = {"confusion": res.confusion.tolist(), "threshold": thresholds[kind]}
     plots.roc_png(all_rocs, folder / "roc.png", f"{model_name} - {name}: ROC (positive = {WITHOUT_MASK})")
     frame = samples[["path", "label", "dataset"]].copy()
@@ -367,8 +460,11 @@ def evaluate_model(
     from maskpipe.training.data import read_crops, read_synthetic, select_samples
     from maskpipe.training.tasks import get_task
 
-    p = eval_params if isinstance(eval_params, EvaluateConfig) else EvaluateConfig.from_mapping(eval_params,
-                                                                                               "evaluate")
+    p = (
+        eval_params
+        if isinstance(eval_params, EvaluateConfig)
+        else EvaluateConfig.from_mapping(eval_params, "evaluate")
+    )
     torch.set_num_threads(max(1, p.num_threads))
     model, meta = load_model(model_path)
     params = meta["params"]
@@ -383,7 +479,8 @@ def evaluate_model(
     if config.seed_arch:
         notes_from_params.append(
             f"{model_name}: profile {config.profile} replaces the seed architecture {config.seed_arch} "
-            f"by {config.arch} (pretrained: {config.pretrained}); the seed recipe is the `seed` profile")
+            f"by {config.arch} (pretrained: {config.pretrained}); the seed recipe is the `seed` profile"
+        )
     batch_size = p.batch_size
     oneclass = task == "oneclass"
     boot = {"n_resamples": p.bootstrap_resamples, "seed": p.bootstrap_seed}
@@ -416,9 +513,17 @@ def evaluate_model(
                     extractor = PretrainedFeatures(p.pretrained_layer, p.pretrained_size, p.pretrained_region)
                 except PretrainedWeightsError as exc:  # the model's own scores are still valid
                     notes.append(f"{model_name}: no pretrained-feature baseline: {exc}")
-            tr = score_samples(model, meta, train, batch_size, base, with_latents=hasattr(model, "encoder"),
-                               latent_pool=p.latent_pool, desc=f"{model_name} train scores",
-                               features=extractor)
+            tr = score_samples(
+                model,
+                meta,
+                train,
+                batch_size,
+                base,
+                with_latents=hasattr(model, "encoder"),
+                latent_pool=p.latent_pool,
+                desc=f"{model_name} train scores",
+                features=extractor,
+            )
             skipped += tr.skipped
             metrics["oneclass/train_n"] = int(len(tr.samples))
             metrics["oneclass/threshold_percentile"] = q
@@ -441,20 +546,41 @@ def evaluate_model(
                 if samples.empty:
                     raise EvaluationError(
                         f"{model_name}: no test images in set '{set_name}' (datasets {datasets}); "
-                        "are they enabled and cropped?")
-                scored = score_samples(model, meta, samples, batch_size, base,
-                                       with_latents=oneclass and mahalanobis is not None,
-                                       latent_pool=p.latent_pool, desc=f"{model_name} {set_name}",
-                                       features=extractor if oneclass else None)
+                        "are they enabled and cropped?"
+                    )
+                scored = score_samples(
+                    model,
+                    meta,
+                    samples,
+                    batch_size,
+                    base,
+                    with_latents=oneclass and mahalanobis is not None,
+                    latent_pool=p.latent_pool,
+                    desc=f"{model_name} {set_name}",
+                    features=extractor if oneclass else None,
+                )
                 skipped += scored.skipped
                 folder = tmp_dir / set_name
                 groups = source_groups(scored.samples, crops, synth)
                 if oneclass:
-                    m, n, details = _oneclass_set(set_name, scored, meta, folder, base, p.grid_size,
-                                                  model_name, thresholds, mahalanobis, groups, boot, pretrained)
+                    m, n, details = _oneclass_set(
+                        set_name,
+                        scored,
+                        meta,
+                        folder,
+                        base,
+                        p.grid_size,
+                        model_name,
+                        thresholds,
+                        mahalanobis,
+                        groups,
+                        boot,
+                        pretrained,
+                    )
                 else:
-                    m, n, details = _classifier_set(set_name, scored, meta, folder, base,
-                                                    p.grid_size, model_name, groups, boot)
+                    m, n, details = _classifier_set(
+                        set_name, scored, meta, folder, base, p.grid_size, model_name, groups, boot
+                    )
             except EvaluationError as exc:
                 if set_name == "test":
                     raise
@@ -466,7 +592,9 @@ def evaluate_model(
             set_info[set_name] = {
                 "datasets": datasets,
                 "n_scored": int(m[f"{set_name}/n"]),
-                "labels": {str(k): int(v) for k, v in scored.samples["label"].value_counts().sort_index().items()},
+                "labels": {
+                    str(k): int(v) for k, v in scored.samples["label"].value_counts().sort_index().items()
+                },
                 **details,
             }
         if skipped:
@@ -494,8 +622,14 @@ def evaluate_model(
     write_json(metrics_path, metrics)
 
     if mlflow_run_file is not None:
-        log_to_mlflow(Path(mlflow_run_file).parent, metrics, out_dir, metrics_path, notes,
-                      extra_dirs=[Path(plots_dir) / k for k in PLOT_KINDS] if plots_dir is not None else [])
+        log_to_mlflow(
+            Path(mlflow_run_file).parent,
+            metrics,
+            out_dir,
+            metrics_path,
+            notes,
+            extra_dirs=[Path(plots_dir) / k for k in PLOT_KINDS] if plots_dir is not None else [],
+        )
     return EvaluationOutput(metrics, summary)
 
 
@@ -516,16 +650,26 @@ def arrange_plots(eval_dir: Path, plots_dir: Path) -> dict[str, list[Path]]:
                 for f in sorted(set_dir.glob(pattern)):
                     # roc_with_mask -> test_with_mask, confusion_mahalanobis -> test_mahalanobis,
                     # confusion -> test, roc.png -> test_roc.png
-                    stem = {"roc": f.stem.removeprefix("roc_"),
-                            "confusion": f.stem.removeprefix("confusion").lstrip("_")}.get(kind, f.stem)
-                    target = tmp / (f"{set_dir.name}_{stem}{f.suffix}" if stem else f"{set_dir.name}{f.suffix}")
+                    stem = {
+                        "roc": f.stem.removeprefix("roc_"),
+                        "confusion": f.stem.removeprefix("confusion").lstrip("_"),
+                    }.get(kind, f.stem)
+                    target = tmp / (
+                        f"{set_dir.name}_{stem}{f.suffix}" if stem else f"{set_dir.name}{f.suffix}"
+                    )
                     f.replace(target)
                     moved[kind].append(plots_dir / kind / target.name)
     return moved
 
 
-def log_to_mlflow(model_dir: Path, metrics: dict, out_dir: Path, metrics_path: Path, notes: list[str],
-                  extra_dirs: Sequence[Path] = ()) -> None:
+def log_to_mlflow(
+    model_dir: Path,
+    metrics: dict,
+    out_dir: Path,
+    metrics_path: Path,
+    notes: list[str],
+    extra_dirs: Sequence[Path] = (),
+) -> None:
     """Add the evaluation to the model's training run (data/models/<model>/mlflow_run.json)."""
     import mlflow
 
@@ -535,12 +679,13 @@ def log_to_mlflow(model_dir: Path, metrics: dict, out_dir: Path, metrics_path: P
         mlflow.log_metrics(numeric_metrics(metrics))
         # a null metric (undefined ROC-AUC) cannot be logged as a number: say so in a tag
         undefined = sorted(k for k, v in metrics.items() if v is None)
-        mlflow.set_tags({
-            "eval.undefined_metrics": ", ".join(undefined)[:4999] or "none",
-            "eval.notes": " | ".join(notes)[:4999] or "none",
-        })
+        mlflow.set_tags(
+            {
+                "eval.undefined_metrics": ", ".join(undefined)[:4999] or "none",
+                "eval.notes": " | ".join(notes)[:4999] or "none",
+            }
+        )
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
         for folder in extra_dirs:
             mlflow.log_artifacts(str(folder), artifact_path=f"evaluation/{Path(folder).name}")
         mlflow.log_artifact(str(metrics_path), artifact_path="evaluation")
-

@@ -32,12 +32,21 @@ from pathlib import Path
 
 # name -> (version DVC's renderer loads, file in the tarball, npm dist.integrity)
 PACKAGES = {
-    "vega": ("5.20.2", "package/build/vega.min.js",
-             "sha512-qmH7aD9GGPpssVdxL1xgcdxTbQzyRUeRR16Os385ymvQhiwCYQNA6+eXUPAZDTVLfk0RXu6Jzj6kUE5jQ80EVw=="),
-    "vega-lite": ("5.2.0", "package/build/vega-lite.min.js",
-                  "sha512-Yxcg8MvYfxHcG6BbkaKT0oVCIMIcE19UvqIsEwBmyd/7h2nzW7oRnID81T8UrY7hpDrIr6wa2JADOT2dhGNErw=="),
-    "vega-embed": ("6.18.2", "package/build/vega-embed.min.js",
-                   "sha512-wcDyQPE4J5aiCDc3/suH5RQDvrKkjuLkhzUcbOLwEkNF8/+pp17tS0JghzEvAPNRg+5aG1/N2ydixq8Lk3dOlg=="),
+    "vega": (
+        "5.20.2",
+        "package/build/vega.min.js",
+        "sha512-qmH7aD9GGPpssVdxL1xgcdxTbQzyRUeRR16Os385ymvQhiwCYQNA6+eXUPAZDTVLfk0RXu6Jzj6kUE5jQ80EVw==",
+    ),
+    "vega-lite": (
+        "5.2.0",
+        "package/build/vega-lite.min.js",
+        "sha512-Yxcg8MvYfxHcG6BbkaKT0oVCIMIcE19UvqIsEwBmyd/7h2nzW7oRnID81T8UrY7hpDrIr6wa2JADOT2dhGNErw==",
+    ),
+    "vega-embed": (
+        "6.18.2",
+        "package/build/vega-embed.min.js",
+        "sha512-wcDyQPE4J5aiCDc3/suH5RQDvrKkjuLkhzUcbOLwEkNF8/+pp17tS0JghzEvAPNRg+5aG1/N2ydixq8Lk3dOlg==",
+    ),
 }
 DEFAULT_OUT = Path(".dvc-html/plots-template.html")
 PLACEHOLDERS = ("{plot_divs}", "{scripts}", "{refresh_tag}")
@@ -74,12 +83,15 @@ def _integrity(path: Path) -> str:
 def fetch_scripts(npm: str = "npm", workdir: Path | None = None) -> dict[str, str]:
     """{package: minified JS} from `npm pack` tarballs, each verified against PACKAGES."""
     if shutil.which(npm) is None:
-        raise TemplateBuildError(f"'{npm}' not found; install Node.js/npm to build the offline plots template")
+        raise TemplateBuildError(
+            f"'{npm}' not found; install Node.js/npm to build the offline plots template"
+        )
     with tempfile.TemporaryDirectory(prefix="maskpipe-vega-", dir=workdir) as tmp:
         specs = [f"{name}@{version}" for name, (version, _, _) in PACKAGES.items()]
         # --prefer-offline: a rebuild (make install after a pyproject change) needs no network
-        proc = subprocess.run([npm, "pack", "--silent", "--prefer-offline", *specs], cwd=tmp,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [npm, "pack", "--silent", "--prefer-offline", *specs], cwd=tmp, capture_output=True, text=True
+        )
         if proc.returncode != 0:
             raise TemplateBuildError(f"npm pack {' '.join(specs)} failed: {proc.stderr.strip()[-500:]}")
         scripts = {}
@@ -103,7 +115,9 @@ def render_template(scripts: dict[str, str]) -> str:
             if ph in code:  # DVC fills placeholders by plain string replacement
                 raise TemplateBuildError(f"{name} contains the text {ph}; cannot inline it safely")
         code = code.replace("</script", "<\\/script")
-        blocks.append(f'    <script type="text/javascript">/* {name}@{PACKAGES[name][0]} */\n{code}\n    </script>')
+        blocks.append(
+            f'    <script type="text/javascript">/* {name}@{PACKAGES[name][0]} */\n{code}\n    </script>'
+        )
     versions = ", ".join(f"{n}@{v[0]}" for n, v in PACKAGES.items())
     # versions first: the inlined code must not be searched for our own markers
     return PAGE.replace("{versions}", versions).replace("{inline_scripts}", "\n".join(blocks))
@@ -170,8 +184,15 @@ def render_check(page: Path, node: str = "node") -> dict:
 def set_dvc_config(template: Path, repo: Path, local: bool = True) -> str:
     """Point plots.html_template at ``template`` (relative to .dvc/, as DVC resolves it)."""
     rel = Path("..") / template.resolve().relative_to(repo.resolve())
-    cmd = [sys.executable, "-m", "dvc", "config", *(["--local"] if local else []),
-           "plots.html_template", rel.as_posix()]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dvc",
+        "config",
+        *(["--local"] if local else []),
+        "plots.html_template",
+        rel.as_posix(),
+    ]
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
     if proc.returncode != 0:
         raise TemplateBuildError(f"{' '.join(cmd[2:])} failed: {proc.stderr.strip()}")
@@ -194,8 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="template file (default %(default)s)")
     ap.add_argument("--repo", type=Path, default=Path("."), help="repository root")
     ap.add_argument("--no-config", action="store_true", help="do not set plots.html_template")
-    ap.add_argument("--check", type=Path, metavar="PAGE",
-                    help="instead of building: render the plots of a `dvc plots show` page in Node")
+    ap.add_argument(
+        "--check",
+        type=Path,
+        metavar="PAGE",
+        help="instead of building: render the plots of a `dvc plots show` page in Node",
+    )
     args = ap.parse_args(argv)
     if args.check:
         try:
@@ -211,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = build(args.out, args.repo, configure=not args.no_config)
     except TemplateBuildError as exc:
-        print(f"plots template: {exc}; `dvc plots show` will load vega from a CDN (needs internet)",
-              file=sys.stderr)
+        print(
+            f"plots template: {exc}; `dvc plots show` will load vega from a CDN (needs internet)",
+            file=sys.stderr,
+        )
         return 1
     kb = out.stat().st_size // 1024
     print(f"plots template: {out} ({kb} KiB, vega inlined); `dvc plots show` renders offline")

@@ -18,14 +18,13 @@ MLflow and the report.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
 from maskpipe.evaluation.bootstrap import bootstrap_metrics
 from maskpipe.evaluation.numbers import DIGITS, _r, significant  # noqa: F401  (re-exported)
-
 
 
 @dataclass
@@ -167,7 +166,7 @@ def classification_metrics(
     precision, recall, f1, support = precision_recall_f1(cm)
     present = support > 0
     notes: list[str] = []
-    missing = [c for c, ok in zip(classes, present) if not ok]
+    missing = [c for c, ok in zip(classes, present, strict=True) if not ok]
     if missing:
         notes.append(
             f"{prefix}: no samples of {', '.join(missing)}; per-class metrics for it are 0 with "

@@ -14,8 +14,8 @@ flagged). The positive class of the ROC is the anomaly (``without_mask``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class MahalanobisScorer:
     shrinkage: float
 
     @classmethod
-    def fit(cls, features: np.ndarray) -> "MahalanobisScorer":
+    def fit(cls, features: np.ndarray) -> MahalanobisScorer:
         from sklearn.covariance import LedoitWolf
 
         x = np.asarray(features, dtype=np.float64)
@@ -75,8 +75,16 @@ def anomaly_metrics(
     y = np.asarray(is_anomaly, dtype=bool).astype(int)
     proba = np.stack([-s, s], axis=1)  # column 1 is the anomaly score; column 0 is unused by the ROC
     y_pred = (s > threshold).astype(int)
-    result = classification_metrics(y, proba, [normal_class, anomaly_class], prefix=prefix, y_pred=y_pred,
-                                    groups=groups, n_resamples=n_resamples, seed=seed)
+    result = classification_metrics(
+        y,
+        proba,
+        [normal_class, anomaly_class],
+        prefix=prefix,
+        y_pred=y_pred,
+        groups=groups,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
     result.metrics[f"{prefix}/threshold"] = _r(threshold)
     for label, mask in ((normal_class, y == 0), (anomaly_class, y == 1)):
         result.metrics[f"{prefix}/mean_score/{label}"] = _r(s[mask].mean()) if mask.any() else None
@@ -113,7 +121,9 @@ class PretrainedFeatures:
             raise ValueError(f"evaluate.pretrained_region must be lower or full, got {region!r}")
         net = torchvision.models.mobilenet_v2(weights=None)
         if not 0 <= int(layer) < len(net.features):
-            raise ValueError(f"evaluate.pretrained_layer must be within 0..{len(net.features) - 1}, got {layer}")
+            raise ValueError(
+                f"evaluate.pretrained_layer must be within 0..{len(net.features) - 1}, got {layer}"
+            )
         net.load_state_dict(load_pretrained_state("mobilenet_v2", "imagenet", "evaluate.pretrained_baseline"))
         self.net = net.features[: int(layer) + 1].eval()
         self.size, self.region = int(size), region
@@ -128,5 +138,5 @@ class PretrainedFeatures:
         with torch.no_grad():
             fmap = self.net(preprocess(images, self.size, self.mean, self.std))
             if self.region == "lower":
-                fmap = fmap[:, :, fmap.shape[2] // 2:, :]
+                fmap = fmap[:, :, fmap.shape[2] // 2 :, :]
             return fmap.mean(dim=(2, 3)).double().numpy()

@@ -13,8 +13,8 @@ or global state is involved.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,16 @@ def write_roc_data(rocs: Sequence[RocCurve], folder: Path, names: dict[str, str]
     paths = []
     for roc in rocs:
         path = Path(folder) / f"{(names or {}).get(roc.positive, f'roc_{roc.positive}')}.csv"
-        write_csv(path, pd.DataFrame({
-            "fpr": significant(roc.fpr), "tpr": significant(roc.tpr), "threshold": significant(roc.thresholds)}))
+        write_csv(
+            path,
+            pd.DataFrame(
+                {
+                    "fpr": significant(roc.fpr),
+                    "tpr": significant(roc.tpr),
+                    "threshold": significant(roc.thresholds),
+                }
+            ),
+        )
         paths.append(path)
     return paths
 
@@ -55,8 +63,15 @@ def confusion_png(cm: np.ndarray, classes: Sequence[str], path: Path, title: str
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.0%}", ha="center", va="center",
-                    color="white" if share[i, j] > 0.6 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]}\n{share[i, j]:.0%}",
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.6 else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(n), [c.replace("_", "\n") for c in classes], fontsize=8)
     ax.set_yticks(range(n), [c.replace("_", "\n") for c in classes], fontsize=8)
     ax.set_xlabel("predicted")
@@ -137,14 +152,15 @@ def prediction_grid_png(items: Sequence[dict], path: Path, title: str) -> Path:
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
-    for ax, item in zip(axes, items):
+    for ax, item in zip(axes, items, strict=True):
         ax.imshow(item["image"])
         ok = item["correct"]
         colour = "#1a7f37" if ok else "#c62828"
         ax.set_title(
             f"{'right' if ok else 'WRONG'}  {item.get('score_name', 'p')}={item['confidence']:.2f}\n"
             f"true: {item['actual']}\npred: {item['predicted']}",
-            fontsize=7, color=colour,
+            fontsize=7,
+            color=colour,
         )
         for spine in ax.spines.values():
             spine.set_visible(True)

@@ -17,9 +17,10 @@ the evaluate_wild stage scored the model on whole photos, metrics/wild/<model>.j
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from maskpipe.params import flatten
 from maskpipe.settings import Section, option
@@ -69,13 +70,16 @@ def report_models(chosen: Sequence[str] | None, all_models: Sequence[str]) -> li
         return list(all_models)
     unknown = [m for m in chosen if m not in all_models]
     if unknown:
-        raise ReportError(f"params.yaml: report.models: {', '.join(unknown)} not under `models:` "
-                          f"(known: {', '.join(all_models)})")
+        raise ReportError(
+            f"params.yaml: report.models: {', '.join(unknown)} not under `models:` "
+            f"(known: {', '.join(all_models)})"
+        )
     return list(chosen)
 
 
-def load_results(models: Sequence[str], metrics_dir: Path, eval_dir: Path,
-                 wild_dir: Path | None = None) -> list[ModelResult]:
+def load_results(
+    models: Sequence[str], metrics_dir: Path, eval_dir: Path, wild_dir: Path | None = None
+) -> list[ModelResult]:
     """Each model's metrics, plus its whole-photo metrics (``wild_dir/<model>.json``, prefixed
     ``wild/``) for the models evaluate_wild scores."""
     if not models:
@@ -86,8 +90,9 @@ def load_results(models: Sequence[str], metrics_dir: Path, eval_dir: Path,
         wild = Path(wild_dir) / f"{m}.json" if wild_dir is not None else None
         if wild is not None and wild.is_file():
             metrics.update({f"wild/{k}": v for k, v in _read_json(wild, "whole-photo metrics").items()})
-        results.append(ModelResult(m, metrics, _read_json(Path(eval_dir) / m / "summary.json",
-                                                          "evaluation summary")))
+        results.append(
+            ModelResult(m, metrics, _read_json(Path(eval_dir) / m / "summary.json", "evaluation summary"))
+        )
     return results
 
 
@@ -132,7 +137,7 @@ def metric_cell(metrics: dict[str, Any], key: str) -> Any:
     return WithInterval(value, metrics.get(f"{key}_lo"), metrics.get(f"{key}_hi"))
 
 
-def per_class_rows(r: "ModelResult") -> list[list[Any]]:
+def per_class_rows(r: ModelResult) -> list[list[Any]]:
     """[model, set, class, support, precision, recall, F1] for every scored set and class."""
     rows = []
     sets = r.summary.get("sets") or {}
@@ -143,21 +148,35 @@ def per_class_rows(r: "ModelResult") -> list[list[Any]]:
                 support = r.metrics.get(f"{prefix}/support/{c}")
                 if support is None:
                     continue
-                rows.append([f"`{r.name}`", prefix, c, support,
-                             *[metric_cell(r.metrics, f"{prefix}/{m}/{c}") for m in ("precision", "recall", "f1")]])
+                rows.append(
+                    [
+                        f"`{r.name}`",
+                        prefix,
+                        c,
+                        support,
+                        *[metric_cell(r.metrics, f"{prefix}/{m}/{c}") for m in ("precision", "recall", "f1")],
+                    ]
+                )
     return rows
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], fmt=_fmt) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(c.replace("|", "\\|") if isinstance(c, str) else
-                              str(c) if isinstance(c, WithInterval) else fmt(c) for c in r) + " |"
-            for r in rows]
+    out += [
+        "| "
+        + " | ".join(
+            c.replace("|", "\\|") if isinstance(c, str) else str(c) if isinstance(c, WithInterval) else fmt(c)
+            for c in r
+        )
+        + " |"
+        for r in rows
+    ]
     return "\n".join(out)
 
 
 def rank(results: Sequence[ModelResult], metric: str, lower_is_better: bool = False) -> list[ModelResult]:
     """Sorted best first; a missing or null metric ranks last; ties keep the given order."""
+
     def key(r: ModelResult):
         v = r.metrics.get(metric)
         if not isinstance(v, (int, float)):
@@ -195,7 +214,7 @@ def extra_metric_columns(results: Sequence[ModelResult]) -> list[str]:
     """Headline metrics of extra sets (real/..., kaggle/...) and of the Mahalanobis baseline."""
     cols = []
     for r in results:
-        for set_name in (r.summary.get("sets") or {}):
+        for set_name in r.summary.get("sets") or {}:
             if set_name != "test":
                 for k in (f"{set_name}/n", f"{set_name}/macro_f1", f"{set_name}/roc_auc"):
                     if k in r.metrics and k not in cols:
@@ -210,13 +229,18 @@ def extra_metric_columns(results: Sequence[ModelResult]) -> list[str]:
     return cols
 
 
-def build_report(results: Sequence[ModelResult], primary_metric: str, lower_is_better: bool = False,
-                 columns: Sequence[str] | None = None) -> tuple[str, dict]:
+def build_report(
+    results: Sequence[ModelResult],
+    primary_metric: str,
+    lower_is_better: bool = False,
+    columns: Sequence[str] | None = None,
+) -> tuple[str, dict]:
     """(markdown, json-able dict)."""
     if not any(primary_metric in r.metrics for r in results):
         known = sorted({k for r in results for k in r.metrics})
-        raise ReportError(f"report.primary_metric '{primary_metric}' is in no model's metrics "
-                          f"(e.g. {', '.join(known[:8])})")
+        raise ReportError(
+            f"report.primary_metric '{primary_metric}' is in no model's metrics (e.g. {', '.join(known[:8])})"
+        )
     columns = list(columns or DEFAULT_COLUMNS)
     cols = [primary_metric] + [c for c in columns + extra_metric_columns(results) if c != primary_metric]
     ranked = rank(results, primary_metric, lower_is_better)
@@ -224,8 +248,15 @@ def build_report(results: Sequence[ModelResult], primary_metric: str, lower_is_b
 
     rows = []
     for i, r in enumerate(ranked, start=1):
-        rows.append([str(i), f"`{r.name}`", r.summary.get("arch", "?"), r.summary.get("task", "?"),
-                     *[metric_cell(r.metrics, c) for c in cols]])
+        rows.append(
+            [
+                str(i),
+                f"`{r.name}`",
+                r.summary.get("arch", "?"),
+                r.summary.get("task", "?"),
+                *[metric_cell(r.metrics, c) for c in cols],
+            ]
+        )
     md = [
         "# maskpipe model report",
         "",
@@ -249,30 +280,59 @@ def build_report(results: Sequence[ModelResult], primary_metric: str, lower_is_b
         sets = r.summary.get("sets") or {}
         for set_name, info in sorted(sets.items(), key=lambda kv: (kv[0] != "test", kv[0])):
             labels = ", ".join(f"{k} {v}" for k, v in (info.get("labels") or {}).items())
-            set_rows.append([f"`{r.name}`", set_name, ", ".join(info.get("datasets") or []),
-                             info.get("n_scored"), labels])
+            set_rows.append(
+                [f"`{r.name}`", set_name, ", ".join(info.get("datasets") or []), info.get("n_scored"), labels]
+            )
     md += [_table(["model", "set", "datasets", "images scored", "images by label"], set_rows), ""]
     class_rows = [row for r in ranked for row in per_class_rows(r)]
     if class_rows:
-        md += ["## Per-class results", "",
-               "Support = test images of that class; a class with a handful of images has an interval "
-               "to match.", "",
-               _table(["model", "set", "class", "support", "precision", "recall", "F1"], class_rows), ""]
+        md += [
+            "## Per-class results",
+            "",
+            "Support = test images of that class; a class with a handful of images has an interval to match.",
+            "",
+            _table(["model", "set", "class", "support", "precision", "recall", "F1"], class_rows),
+            "",
+        ]
     wild = [r for r in ranked if "wild/map50" in r.metrics]
     if wild:
-        md += ["## Whole photos (detector + classifier, test-split photos, IoU 0.5)", "",
-               "`maskpipe predict` on whole photos, scored against every annotated box: COCO AP per class "
-               "(a box must be found *and* labelled right), detection recall / precision whatever the label, "
-               "and the share of found faces labelled right.", ""]
-        keys = ["photos", "faces", "map50", "ap50/with_mask", "ap50/without_mask", "ap50/mask_weared_incorrect",
-                "detection/recall", "detection/precision", "detection/recall_0-16px", "accuracy_matched"]
-        md += [_table(["model", *[f"`{k}`" for k in keys]],
-                      [[f"`{r.name}`", *[r.metrics.get(f"wild/{k}") for k in keys]] for r in wild]), ""]
+        md += [
+            "## Whole photos (detector + classifier, test-split photos, IoU 0.5)",
+            "",
+            "`maskpipe predict` on whole photos, scored against every annotated box: COCO AP per class "
+            "(a box must be found *and* labelled right), detection recall / precision whatever the label, "
+            "and the share of found faces labelled right.",
+            "",
+        ]
+        keys = [
+            "photos",
+            "faces",
+            "map50",
+            "ap50/with_mask",
+            "ap50/without_mask",
+            "ap50/mask_weared_incorrect",
+            "detection/recall",
+            "detection/precision",
+            "detection/recall_0-16px",
+            "accuracy_matched",
+        ]
+        md += [
+            _table(
+                ["model", *[f"`{k}`" for k in keys]],
+                [[f"`{r.name}`", *[r.metrics.get(f"wild/{k}") for k in keys]] for r in wild],
+            ),
+            "",
+        ]
     md += ["## Params that differ between models", ""]
     if diff:
         names = [r.name for r in ranked]
-        md.append(_table(["param", *[f"`{n}`" for n in names]],
-                         [[f"`{k}`", *[v[n] for n in names]] for k, v in diff.items()], fmt=_fmt_param))
+        md.append(
+            _table(
+                ["param", *[f"`{n}`" for n in names]],
+                [[f"`{k}`", *[v[n] for n in names]] for k, v in diff.items()],
+                fmt=_fmt_param,
+            )
+        )
     else:
         md.append("All models share the same params.")
     notes = [(r.name, n) for r in ranked for n in (r.summary.get("notes") or [])]
@@ -285,13 +345,22 @@ def build_report(results: Sequence[ModelResult], primary_metric: str, lower_is_b
         "lower_is_better": lower_is_better,
         "columns": cols,
         "leaderboard": [
-            {"rank": i, "model": r.name, "arch": r.summary.get("arch"), "task": r.summary.get("task"),
-             "classes": r.summary.get("classes"), "primary": r.metrics.get(primary_metric),
-             "metrics": {c: r.metrics.get(c) for c in cols},
-             "intervals": {c: [r.metrics.get(f"{c}_lo"), r.metrics.get(f"{c}_hi")]
-                           for c in cols if f"{c}_lo" in r.metrics},
-             "test_sizes": {s: info.get("n_scored") for s, info in (r.summary.get("sets") or {}).items()},
-             "notes": r.summary.get("notes") or []}
+            {
+                "rank": i,
+                "model": r.name,
+                "arch": r.summary.get("arch"),
+                "task": r.summary.get("task"),
+                "classes": r.summary.get("classes"),
+                "primary": r.metrics.get(primary_metric),
+                "metrics": {c: r.metrics.get(c) for c in cols},
+                "intervals": {
+                    c: [r.metrics.get(f"{c}_lo"), r.metrics.get(f"{c}_hi")]
+                    for c in cols
+                    if f"{c}_lo" in r.metrics
+                },
+                "test_sizes": {s: info.get("n_scored") for s, info in (r.summary.get("sets") or {}).items()},
+                "notes": r.summary.get("notes") or [],
+            }
             for i, r in enumerate(ranked, start=1)
         ],
         "differing_params": diff,

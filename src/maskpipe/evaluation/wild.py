@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,8 +61,9 @@ def _annotation_for(image: Path, root: Path) -> Path:
     return found[0]
 
 
-def split_photos(crops_index: Path, raw_root: Path, dataset: str = KAGGLE, split: str = "test",
-                 limit: int | None = None) -> list[Photo]:
+def split_photos(
+    crops_index: Path, raw_root: Path, dataset: str = KAGGLE, split: str = "test", limit: int | None = None
+) -> list[Photo]:
     """The photos of ``dataset`` that the crop stage put in ``split``, with ALL their annotated boxes.
 
     The split comes from the crop index (one split per source image); the boxes come from the VOC
@@ -79,14 +81,18 @@ def split_photos(crops_index: Path, raw_root: Path, dataset: str = KAGGLE, split
         raise WildError(f"{crops_index}: crop index not found (run `dvc repro crop`)") from exc
     except ValueError as exc:
         raise WildError(f"{crops_index}: not a crop index ({exc})") from exc
-    names = sorted(set(index.loc[(index.dataset == dataset) & (index.split == split), "source_image"]), key=_natural)
+    names = sorted(
+        set(index.loc[(index.dataset == dataset) & (index.split == split), "source_image"]), key=_natural
+    )
     if not names:
         raise WildError(f"{crops_index}: no {dataset} photos in the {split!r} split")
     photos = []
     for name in names[:limit]:
         path = raw_root / name
         if not path.is_file():
-            raise WildError(f"{path}: photo listed in {crops_index} is missing (run `dvc repro download@{dataset}`)")
+            raise WildError(
+                f"{path}: photo listed in {crops_index} is missing (run `dvc repro download@{dataset}`)"
+            )
         try:
             ann = parse_voc(_annotation_for(path, raw_root))
         except VocError as exc:
@@ -100,10 +106,13 @@ def split_photos(crops_index: Path, raw_root: Path, dataset: str = KAGGLE, split
 
 
 # ------------------------------------------------------------------------------ matching
-def greedy_match(truth: Sequence[Box], predicted: Sequence[Box], iou_threshold: float = 0.5) -> list[tuple[int, int]]:
+def greedy_match(
+    truth: Sequence[Box], predicted: Sequence[Box], iou_threshold: float = 0.5
+) -> list[tuple[int, int]]:
     """(truth index, prediction index) pairs: highest IoU first, each box used once, IoU >= threshold."""
-    pairs = sorted(((iou(g, p), gi, pi) for gi, g in enumerate(truth) for pi, p in enumerate(predicted)),
-                   reverse=True)
+    pairs = sorted(
+        ((iou(g, p), gi, pi) for gi, g in enumerate(truth) for pi, p in enumerate(predicted)), reverse=True
+    )
     used_g: set[int] = set()
     used_p: set[int] = set()
     out = []
@@ -125,8 +134,9 @@ def _bucket(width: float) -> str:
     return "?"
 
 
-def detection_stats(photos: Sequence[Photo], predictions: Sequence[Sequence[dict]],
-                    iou_threshold: float = 0.5) -> dict[str, Any]:
+def detection_stats(
+    photos: Sequence[Photo], predictions: Sequence[Sequence[dict]], iou_threshold: float = 0.5
+) -> dict[str, Any]:
     """Class-agnostic detection recall / precision, recall by face width, end-to-end label accuracy."""
     faces = detections = matched = right = 0
     buckets: dict[str, list[int]] = {}
@@ -137,7 +147,7 @@ def detection_stats(photos: Sequence[Photo], predictions: Sequence[Sequence[dict
         faces += len(photo.boxes)
         detections += len(preds)
         matched += len(pairs)
-        for gi, (box, label) in enumerate(zip(photo.boxes, photo.labels)):
+        for gi, (box, label) in enumerate(zip(photo.boxes, photo.labels, strict=True)):
             b = buckets.setdefault(_bucket(box[2] - box[0]), [0, 0])
             b[0] += 1
             if gi in found:
@@ -156,7 +166,11 @@ def detection_stats(photos: Sequence[Photo], predictions: Sequence[Sequence[dict
         "precision": matched / detections if detections else nan,
         "accuracy_matched": right / matched if matched else nan,
         "labelled_right": right / faces if faces else nan,
-        "by_width": {k: {"faces": buckets[k][0], "recall": buckets[k][1] / buckets[k][0]} for k in order if k in buckets},
+        "by_width": {
+            k: {"faces": buckets[k][0], "recall": buckets[k][1] / buckets[k][0]}
+            for k in order
+            if k in buckets
+        },
         "confusion_matched": confusion,  # annotated label -> predicted label -> count
     }
 
@@ -167,8 +181,12 @@ def _score(pred: dict) -> float:
     return float(pred.get("detector_score", 1.0)) * (1.0 if conf is None else float(conf))
 
 
-def average_precision(photos: Sequence[Photo], predictions: Sequence[Sequence[dict]], classes: Sequence[str],
-                      iou_threshold: float = 0.5) -> dict[str, Any]:
+def average_precision(
+    photos: Sequence[Photo],
+    predictions: Sequence[Sequence[dict]],
+    classes: Sequence[str],
+    iou_threshold: float = 0.5,
+) -> dict[str, Any]:
     """Per-class AP, mAP and PR curves: COCO's evaluation (pycocotools' COCOeval, 101-point interpolation).
 
     Returns ``{"map": float, "ap": {class: AP or None}, "pr": {class: (recall[], precision[])},
@@ -190,22 +208,40 @@ def average_precision(photos: Sequence[Photo], predictions: Sequence[Sequence[di
     images, truth, dets = [], [], []
     for image_id, (photo, faces) in enumerate(zip(photos, predictions, strict=True), start=1):
         images.append({"id": image_id})
-        for box, label in zip(photo.boxes, photo.labels):
+        for box, label in zip(photo.boxes, photo.labels, strict=True):
             w, h = box[2] - box[0], box[3] - box[1]
-            truth.append({"id": len(truth) + 1, "image_id": image_id, "category_id": ids[label],
-                          "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
+            truth.append(
+                {
+                    "id": len(truth) + 1,
+                    "image_id": image_id,
+                    "category_id": ids[label],
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
         for f in faces:
             if f["label"] in ids:
                 x0, y0, x1, y1 = (float(v) for v in f["box"])
-                dets.append({"image_id": image_id, "category_id": ids[f["label"]],
-                             "bbox": [x0, y0, x1 - x0, y1 - y0], "score": _score(f)})
+                dets.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": ids[f["label"]],
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "score": _score(f),
+                    }
+                )
     counts = {c: sum(lab == c for p in photos for lab in p.labels) for c in classes}
     ap: dict[str, float | None] = {c: (0.0 if counts[c] else None) for c in classes}
     pr: dict[str, tuple[list[float], list[float]]] = {}
     if dets:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
             gt = COCO()
-            gt.dataset = {"images": images, "annotations": truth, "categories": [{"id": i} for i in ids.values()]}
+            gt.dataset = {
+                "images": images,
+                "annotations": truth,
+                "categories": [{"id": i} for i in ids.values()],
+            }
             gt.createIndex()
             evaluation = COCOeval(gt, gt.loadRes(dets), iouType="bbox")
             evaluation.params.iouThrs = np.array([iou_threshold])
@@ -223,27 +259,43 @@ def average_precision(photos: Sequence[Photo], predictions: Sequence[Sequence[di
             ap[name] = float(curve.mean())
             pr[name] = (recall_points.tolist(), curve.tolist())
     defined = [v for v in ap.values() if v is not None]
-    return {"map": float(np.mean(defined)) if defined else float("nan"), "ap": ap, "pr": pr, "faces_per_class": counts}
+    return {
+        "map": float(np.mean(defined)) if defined else float("nan"),
+        "ap": ap,
+        "pr": pr,
+        "faces_per_class": counts,
+    }
 
 
 # ------------------------------------------------------------------------------ run
-def predict_photos(photos: Sequence[Photo], predictor, batch_size: int = 8, progress: bool | None = None) -> list[list[dict]]:
+def predict_photos(
+    photos: Sequence[Photo], predictor, batch_size: int = 8, progress: bool | None = None
+) -> list[list[dict]]:
     """Faces per photo from the project's Predictor (detect, crop like the crop stage, classify)."""
     from tqdm import tqdm
 
     from maskpipe.imaging import open_rgb
 
     out: list[list[dict]] = []
-    with tqdm(total=len(photos), unit="photo", desc="evaluate_wild", disable=None if progress is None else not progress) as bar:
+    with tqdm(
+        total=len(photos),
+        unit="photo",
+        desc="evaluate_wild",
+        disable=None if progress is None else not progress,
+    ) as bar:
         for start in range(0, len(photos), batch_size):
-            chunk = photos[start:start + batch_size]
+            chunk = photos[start : start + batch_size]
             out.extend(predictor.predict_images([open_rgb(p.path) for p in chunk]))
             bar.update(len(chunk))
     return out
 
 
-def wild_metrics(photos: Sequence[Photo], predictions: Sequence[Sequence[dict]], classes: Sequence[str],
-                 iou_threshold: float = 0.5) -> tuple[dict[str, Any], dict[str, Any]]:
+def wild_metrics(
+    photos: Sequence[Photo],
+    predictions: Sequence[Sequence[dict]],
+    classes: Sequence[str],
+    iou_threshold: float = 0.5,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(flat metrics for metrics/wild/<model>.json, the AP result with PR curves)."""
     stats = detection_stats(photos, predictions, iou_threshold)
     ap = average_precision(photos, predictions, classes, iou_threshold)
@@ -289,15 +341,32 @@ def pr_png(ap: dict[str, Any], path: Path, title: str) -> Path:
     ax = fig.add_subplot()
     for name, (rec, prec) in ap["pr"].items():
         color = tuple(v / 255 for v in LABEL_COLORS.get(name, (40, 110, 230)))
-        ax.plot(rec, prec, color=color, label=f"{name} AP {ap['ap'][name]:.3f} ({ap['faces_per_class'][name]} faces)")
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=f"{title}: mAP@0.5 {ap['map']:.3f}")
+        ax.plot(
+            rec,
+            prec,
+            color=color,
+            label=f"{name} AP {ap['ap'][name]:.3f} ({ap['faces_per_class'][name]} faces)",
+        )
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="recall",
+        ylabel="precision",
+        title=f"{title}: mAP@0.5 {ap['map']:.3f}",
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     return _save(fig, path)
 
 
-def photo_grid_png(photos: Sequence[Photo], predictions: Sequence[Sequence[dict]], path: Path,
-                   size: int = 9, cell: int = 360, columns: int = 3) -> Path:
+def photo_grid_png(
+    photos: Sequence[Photo],
+    predictions: Sequence[Sequence[dict]],
+    path: Path,
+    size: int = 9,
+    cell: int = 360,
+    columns: int = 3,
+) -> Path:
     """The first ``size`` photos: annotated boxes in thin white, predictions drawn by predict.annotate."""
     from PIL import Image, ImageDraw
 
@@ -305,7 +374,7 @@ def photo_grid_png(photos: Sequence[Photo], predictions: Sequence[Sequence[dict]
     from maskpipe.io import atomic_path
     from maskpipe.predict import annotate
 
-    chosen = list(zip(photos, predictions))[:size]
+    chosen = list(zip(photos, predictions, strict=True))[:size]
     if not chosen:
         raise WildError("no photos to draw")
     rows = math.ceil(len(chosen) / columns)
@@ -324,29 +393,46 @@ def photo_grid_png(photos: Sequence[Photo], predictions: Sequence[Sequence[dict]
     return Path(path)
 
 
-def evaluate_wild(model: str, predictor, photos: Sequence[Photo], metrics_path: Path, out_dir: Path,
-                  iou_threshold: float = 0.5, grid_size: int = 9, batch_size: int = 8,
-                  details_path: Path | None = None) -> dict[str, Any]:
+def evaluate_wild(
+    model: str,
+    predictor,
+    photos: Sequence[Photo],
+    metrics_path: Path,
+    out_dir: Path,
+    iou_threshold: float = 0.5,
+    grid_size: int = 9,
+    batch_size: int = 8,
+    details_path: Path | None = None,
+) -> dict[str, Any]:
     """Run predictions on the photos and write every output; returns the metrics written.
 
     ``out_dir`` holds only plots (PR curve data and PNGs: dvc.yaml declares it as one plots
     folder); ``details_path`` (default ``out_dir/details.json``) gets the detail tables."""
     from maskpipe.io import write_json
 
-    if not predictor.task.probabilities or not set(p for ph in photos for p in ph.labels) <= set(predictor.classes):
-        raise WildError(f"{model}: classes {predictor.classes} cannot label the annotated faces "
-                        f"({sorted({lab for ph in photos for lab in ph.labels})}); "
-                        "list only models trained on all three classes in evaluate_wild.models")
+    if not predictor.task.probabilities or not set(p for ph in photos for p in ph.labels) <= set(
+        predictor.classes
+    ):
+        raise WildError(
+            f"{model}: classes {predictor.classes} cannot label the annotated faces "
+            f"({sorted({lab for ph in photos for lab in ph.labels})}); "
+            "list only models trained on all three classes in evaluate_wild.models"
+        )
     predictions = predict_photos(photos, predictor, batch_size=batch_size)
     metrics, ap = wild_metrics(photos, predictions, predictor.classes, iou_threshold)
     out_dir = Path(out_dir)
     write_pr_data(ap["pr"], out_dir)
     pr_png(ap, out_dir / "pr_curves.png", model)
     photo_grid_png(photos, predictions, out_dir / "photos.png", size=grid_size)
-    write_json(details_path or out_dir / "details.json", {"by_width": ap["stats"]["by_width"],
-                                          "confusion_matched": ap["stats"]["confusion_matched"],
-                                          "faces_per_class": ap["faces_per_class"],
-                                          "detector": predictor.settings.detector.to_dict(),
-                                          "photos": [p.source_image for p in photos]})
+    write_json(
+        details_path or out_dir / "details.json",
+        {
+            "by_width": ap["stats"]["by_width"],
+            "confusion_matched": ap["stats"]["confusion_matched"],
+            "faces_per_class": ap["faces_per_class"],
+            "detector": predictor.settings.detector.to_dict(),
+            "photos": [p.source_image for p in photos],
+        },
+    )
     write_json(metrics_path, metrics)
     return metrics

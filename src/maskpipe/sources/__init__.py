@@ -25,8 +25,7 @@ from typing import Any
 from maskpipe.paths import resolve_external
 
 SOURCE_FORMS = (
-    "mirror:<folder>, <folder>, kaggle:<owner>/<slug>, "
-    "or a mapping {url: https://..., sha256: <64 hex>}"
+    "mirror:<folder>, <folder>, kaggle:<owner>/<slug>, or a mapping {url: https://..., sha256: <64 hex>}"
 )
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")  # 2+ letters: "C:\\x" stays a path
@@ -93,19 +92,20 @@ def parse_source(spec: Any) -> Source:
     scheme = match.group(1).lower() if match else None
     if scheme is None:
         return MirrorSource(spec=text, path=resolve_external(text))
-    rest = text[match.end():].strip()
+    rest = text[match.end() :].strip()
     if scheme == "mirror":
         if not rest:
             raise SourceSpecError(f"source {text!r}: mirror: needs a folder")
         return MirrorSource(spec=text, path=resolve_external(rest))
     if scheme == "kaggle":
         if not _KAGGLE_REF.match(rest):
-            raise SourceSpecError(f"source {text!r}: expected kaggle:<owner>/<slug> or kaggle:<owner>/<slug>/<version>")
+            raise SourceSpecError(
+                f"source {text!r}: expected kaggle:<owner>/<slug> or kaggle:<owner>/<slug>/<version>"
+            )
         return KaggleSource(spec=text, ref=rest)
     if scheme in ("http", "https"):
         raise SourceSpecError(
-            f"source {text!r}: a URL source needs its checksum, write it as "
-            f"{{url: {text}, sha256: <64 hex>}}"
+            f"source {text!r}: a URL source needs its checksum, write it as {{url: {text}, sha256: <64 hex>}}"
         )
     raise SourceSpecError(f"source {text!r}: unknown kind '{scheme}:' (expected {SOURCE_FORMS})")
 

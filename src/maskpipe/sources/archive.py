@@ -75,9 +75,13 @@ def _clean_member_name(name: str, archive: Path) -> str | None:
 
 
 def _kind_name(mode: int) -> str:
-    for test, label in ((stat.S_ISLNK, "symlink"), (stat.S_ISCHR, "character device"),
-                        (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
-                        (stat.S_ISSOCK, "socket")):
+    for test, label in (
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+    ):
         if test(mode):
             return label
     return f"special file (mode {mode:o})"
@@ -164,7 +168,9 @@ def _write_members(members: list[_Member], root: Path, archive: Path) -> None:
         # Only regular files and folders are ever created here, so nothing can redirect a
         # path; checked anyway, per member, so a future change cannot silently escape.
         if not _inside(os.path.realpath(folder), real_root):
-            raise UnsafeArchiveError(f"{archive.name}: member {member.name!r} resolves outside the folder - rejected")
+            raise UnsafeArchiveError(
+                f"{archive.name}: member {member.name!r} resolves outside the folder - rejected"
+            )
         if member.is_dir:
             continue
         try:
@@ -172,9 +178,13 @@ def _write_members(members: list[_Member], root: Path, archive: Path) -> None:
             with member.open() as src, open(target, "xb") as dst:
                 shutil.copyfileobj(src, dst, _COPY_CHUNK)  # zip CRC is checked at EOF
         except FileExistsError:
-            raise UnsafeArchiveError(f"{archive.name}: member {member.name!r} appears twice - rejected") from None
+            raise UnsafeArchiveError(
+                f"{archive.name}: member {member.name!r} appears twice - rejected"
+            ) from None
         except IsADirectoryError:
-            raise UnsafeArchiveError(f"{archive.name}: member {member.name!r} is both a file and a folder - rejected") from None
+            raise UnsafeArchiveError(
+                f"{archive.name}: member {member.name!r} is both a file and a folder - rejected"
+            ) from None
 
 
 def _extract_into(archive: Path, root: Path, kind: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -55,10 +54,18 @@ def download_url(
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
-                with open(tmp, "wb") as out, tqdm(
-                    total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                    desc=desc or dest.name, disable=None, leave=False,
-                ) as bar:
+                with (
+                    open(tmp, "wb") as out,
+                    tqdm(
+                        total=total,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=desc or dest.name,
+                        disable=None,
+                        leave=False,
+                    ) as bar,
+                ):
                     for block in iter(lambda: response.read(CHUNK), b""):
                         out.write(block)
                         digest.update(block)
@@ -76,7 +83,7 @@ def download_url(
         raise SourceError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         raise SourceError(f"{url}: cannot connect ({exc.reason})") from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         raise SourceError(f"{url}: no answer within {timeout:g} s") from None
     except http.client.IncompleteRead as exc:
         raise SourceError(f"{url}: download cut short ({len(exc.partial)} bytes read)") from None

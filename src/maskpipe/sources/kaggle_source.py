@@ -11,8 +11,8 @@ import contextlib
 import io
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from maskpipe.sources import KaggleSource, SourceError
 from maskpipe.sources.archive import extract_dataset
@@ -80,7 +80,9 @@ def fetch_kaggle(source: KaggleSource, dest: Path, staging: Path, *, timeout: fl
             raise SourceError(f"Kaggle download of {source.ref} produced no file")
         if len(files) > 1:
             names = ", ".join(p.name for p in files[:5])
-            raise SourceError(f"Kaggle download of {source.ref} produced several files ({names}), expected one zip")
+            raise SourceError(
+                f"Kaggle download of {source.ref} produced several files ({names}), expected one zip"
+            )
         extract_dataset(files[0], staging, dest)
 
 
@@ -99,8 +101,11 @@ def _describe(exc: BaseException) -> str:
             return f"cannot reach kaggle.com ({_first_line(reason)})"
         if isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
             code = exc.response.status_code
-            meaning = {401: "credentials rejected", 403: "access denied (accept the dataset's rules on kaggle.com?)",
-                       404: "no such dataset"}.get(code, exc.response.reason or "")
+            meaning = {
+                401: "credentials rejected",
+                403: "access denied (accept the dataset's rules on kaggle.com?)",
+                404: "no such dataset",
+            }.get(code, exc.response.reason or "")
             return f"HTTP {code} {meaning}".strip()
     first = _first_line(str(exc))
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -17,18 +18,24 @@ def _tree_size(folder: Path) -> tuple[int, int]:
     for root, _dirs, names in os.walk(folder):
         for name in names:
             files += 1
-            try:
+            with contextlib.suppress(OSError):  # dangling link: copytree reports it
                 size += os.stat(os.path.join(root, name)).st_size
-            except OSError:  # dangling link: copytree reports it
-                pass
     return files, size
 
 
 def copy_tree(src: Path, dest: Path, desc: str | None = None) -> int:
     """Copy ``src``'s content into ``dest`` (created); returns bytes copied. Shows a bar."""
     _files, total = _tree_size(src)
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-              desc=desc or src.name, disable=None, leave=False) as bar:
+    with tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc or src.name,
+        disable=None,
+        leave=False,
+    ) as bar:
+
         def copy(s: str, d: str) -> str:
             out = shutil.copy2(s, d)  # bytes as they are (+ mtime, which no checksum uses)
             bar.update(os.path.getsize(d))

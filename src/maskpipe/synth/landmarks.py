@@ -58,7 +58,6 @@ class Landmarks:
     detection: tuple[float, float, float, float] | None = None  # confident HOG box, crop pixels
 
 
-
 def face_rect_in_crop(
     crop_size: tuple[int, int],
     box: tuple[float, float, float, float],
@@ -106,7 +105,11 @@ def is_letterboxed(image: np.ndarray, pad: tuple[float, float, float, float]) ->
     bar_y = (height - round(ph * scale)) // 2
     if bar_x < 2 and bar_y < 2:
         return False  # square box: both modes give the same crop
-    bars = [image[:, :bar_x], image[:, width - bar_x :]] if bar_x >= 2 else [image[:bar_y], image[height - bar_y :]]
+    bars = (
+        [image[:, :bar_x], image[:, width - bar_x :]]
+        if bar_x >= 2
+        else [image[:bar_y], image[height - bar_y :]]
+    )
     return all(b.size and not b.any() for b in bars)
 
 
@@ -210,13 +213,13 @@ def _detect(detector, image: np.ndarray, rect, upsample: int, threshold: float):
             (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))), Image.BILINEAR
         )
         rects, scores, _ = detector.run(np.asarray(small), 0, threshold)
-        found = [(r, s, scale) for r, s in zip(rects, scores)]
+        found = [(r, s, scale) for r, s in zip(rects, scores, strict=True)]
         if any(s >= 0 for s in scores):
             return found
     else:
         found = []
     rects, scores, _ = detector.run(image, int(upsample), threshold)
-    return found + [(r, s, 1.0) for r, s in zip(rects, scores)]
+    return found + [(r, s, 1.0) for r, s in zip(rects, scores, strict=True)]
 
 
 def detections_in_box(

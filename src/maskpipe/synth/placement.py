@@ -56,7 +56,9 @@ def _jaw_u_at(points: np.ndarray, centre, along, down, level: float) -> tuple[fl
     return sides[0], sides[1]
 
 
-def face_anchor_points(points: np.ndarray, wear: str = CORRECT, depth: float = BELOW_NOSE_DEPTH) -> np.ndarray:
+def face_anchor_points(
+    points: np.ndarray, wear: str = CORRECT, depth: float = BELOW_NOSE_DEPTH
+) -> np.ndarray:
     """The six face points a..f (crop pixels) for a mask worn as ``wear`` (``depth``: see wear_clip_level)."""
     if wear not in WEARS:
         raise ValueError(f"unknown wear {wear!r}; known: {', '.join(WEARS)}")
@@ -141,10 +143,16 @@ def wear_shift(points: np.ndarray, wear: str, depth: float = BELOW_NOSE_DEPTH) -
         return 0.0
     lv = _levels(points)
     top_corners = lv["nose_length"]  # where face_anchor_points puts a/c for a correct mask
-    return wear_clip_level(points, wear, depth) - top_corners + (0.0 if wear == BELOW_NOSE else 0.1 * lv["lip_to_chin"])
+    return (
+        wear_clip_level(points, wear, depth)
+        - top_corners
+        + (0.0 if wear == BELOW_NOSE else 0.1 * lv["lip_to_chin"])
+    )
 
 
-def wear_clip(alpha: np.ndarray, points: np.ndarray, wear: str, depth: float = BELOW_NOSE_DEPTH) -> np.ndarray:
+def wear_clip(
+    alpha: np.ndarray, points: np.ndarray, wear: str, depth: float = BELOW_NOSE_DEPTH
+) -> np.ndarray:
     """``alpha`` with everything above the wear's top edge removed (a 1 px soft edge).
 
     A lowered mask's top is pulled straight under the nose (or lip); the template's nose
@@ -201,7 +209,7 @@ def fit_homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     s = np.column_stack([src, np.ones(len(src))]) @ t_src.T
     d = np.column_stack([dst, np.ones(len(dst))]) @ t_dst.T
     rows = []
-    for (x, y, w), (u, v, z) in zip(s, d):
+    for (x, y, w), (u, v, z) in zip(s, d, strict=True):
         rows.append([0, 0, 0, -z * x, -z * y, -z * w, v * x, v * y, v * w])
         rows.append([z * x, z * y, z * w, 0, 0, 0, -u * x, -u * y, -u * w])
     _, singular, vt = np.linalg.svd(np.asarray(rows))
@@ -234,6 +242,7 @@ def warp_template(template: Image.Image, h: np.ndarray, size: tuple[int, int]) -
 
 def scale_for(anchors: np.ndarray, six: np.ndarray) -> float:
     """How much the homography shrinks the template (ratio of anchor spreads)."""
+
     def spread(pts):
         return float(np.sqrt(((pts - pts.mean(axis=0)) ** 2).sum(axis=1)).mean())
 

@@ -94,7 +94,9 @@ class Settings:
     seed: int = 0
 
     @classmethod
-    def from_params(cls, section: dict[str, Any], seed: int, where: str = "params.yaml synthesize") -> "Settings":
+    def from_params(
+        cls, section: dict[str, Any], seed: int, where: str = "params.yaml synthesize"
+    ) -> Settings:
         known = set(cls.__dataclass_fields__) - {"seed"}
         unknown = sorted(set(section) - known)
         if unknown:
@@ -103,8 +105,11 @@ class Settings:
         for key, value in section.items():
             default = cls.__dataclass_fields__[key].default
             if key == "below_nose_depth":
-                if not (isinstance(value, (list, tuple)) and len(value) == 2
-                        and all(isinstance(v, (int, float)) for v in value)):
+                if not (
+                    isinstance(value, (list, tuple))
+                    and len(value) == 2
+                    and all(isinstance(v, (int, float)) for v in value)
+                ):
                     raise SynthesisError(f"{where}.{key}: expected [low, high], got {value!r}")
                 value = (float(value[0]), float(value[1]))
             elif isinstance(default, tuple) or key in ("sources", "mask_types"):
@@ -142,7 +147,9 @@ class Settings:
             raise SynthesisError(f"{where}.incorrect_wear: use {BELOW_NOSE} and/or {ON_CHIN}")
         low, high = self.below_nose_depth
         if not 0 <= low <= high <= 1:
-            raise SynthesisError(f"{where}.below_nose_depth: expected 0 <= low <= high <= 1, got {[low, high]}")
+            raise SynthesisError(
+                f"{where}.below_nose_depth: expected 0 <= low <= high <= 1, got {[low, high]}"
+            )
         unknown_paint = sorted(set(self.paint_types) - set(self.mask_types))
         if unknown_paint:
             raise SynthesisError(f"{where}.paint_types: {', '.join(unknown_paint)} not in mask_types")
@@ -171,7 +178,7 @@ class Plan:
 
 def face_seed(seed: int, face_id: str) -> int:
     """A 64-bit seed from the run seed and the face id (stable across processes and runs)."""
-    digest = hashlib.sha256(f"{seed}:{face_id}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}:{face_id}".encode()).digest()
     return int.from_bytes(digest[:8], "little")
 
 
@@ -297,7 +304,9 @@ def _match_tone(warped: Image.Image, image: np.ndarray, rect, settings: Settings
     x0, y0, x1, y1 = (int(round(v)) for v in rect)
     lower = image[(y0 + y1) // 2 : max(y1, (y0 + y1) // 2 + 1), x0 : max(x1, x0 + 1)]
     face_hsv = np.asarray(Image.fromarray(np.ascontiguousarray(lower)).convert("HSV"), dtype=np.float64)
-    mask_hsv = np.asarray(Image.fromarray(np.ascontiguousarray(rgba[..., :3])).convert("HSV"), dtype=np.float64)
+    mask_hsv = np.asarray(
+        Image.fromarray(np.ascontiguousarray(rgba[..., :3])).convert("HSV"), dtype=np.float64
+    )
     face_s, face_v = face_hsv[..., 1].mean(), face_hsv[..., 2].mean()
     mask_s, mask_v = mask_hsv[..., 1][alpha].mean(), mask_hsv[..., 2][alpha].mean()
     gain_v = np.clip(1 + settings.brightness_match * (face_v - mask_v) / 255, 0.3, 1.5)
@@ -394,7 +403,11 @@ def synthesize_face(
         raise SkipFace("mask reaches outside the face box", f"{outside:.0%} of it")
     out = image.astype(np.float64) * (1 - alpha[..., None]) + rgba[..., :3] * alpha[..., None]
     result = Image.fromarray(out.round().clip(0, 255).astype(np.uint8), "RGB")
-    if image.ndim == 3 and np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]):
+    if (
+        image.ndim == 3
+        and np.array_equal(image[..., 0], image[..., 1])
+        and np.array_equal(image[..., 1], image[..., 2])
+    ):
         # A grayscale photo (LFW) stays grayscale: colour must not give the label away.
         result = result.convert("L").convert("RGB")
     mask = Image.fromarray(((alpha >= COVERED) * 255).astype(np.uint8), "L")
@@ -424,7 +437,9 @@ def read_crop_index(index_csv: Path) -> pd.DataFrame:
     if not index_csv.is_file():
         raise SynthesisError(f"{index_csv}: crop index not found (run the crop stage first)")
     try:
-        frame = pd.read_csv(index_csv, dtype={"face_id": str, "crop_path": str, "dataset": str, "label": str, "split": str})
+        frame = pd.read_csv(
+            index_csv, dtype={"face_id": str, "crop_path": str, "dataset": str, "label": str, "split": str}
+        )
     except Exception as exc:
         raise SynthesisError(f"{index_csv}: cannot read CSV ({exc.__class__.__name__}: {exc})") from exc
     missing = [c for c in CROP_INDEX_COLUMNS if c not in frame.columns]
@@ -526,8 +541,16 @@ def _process(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     result, failures = None, []
     for attempt in wear_attempts(plan, settings):
         try:
-            result = synthesize_face(image, rect, attempt, _WORKER["templates"], _WORKER["textures"], settings, landmarks,
-                                     native=crop.native)
+            result = synthesize_face(
+                image,
+                rect,
+                attempt,
+                _WORKER["templates"],
+                _WORKER["textures"],
+                settings,
+                landmarks,
+                native=crop.native,
+            )
             plan = attempt
             break
         except SkipFace as exc:
@@ -607,10 +630,17 @@ def run_synthesis(
         for sub in (WITH_MASK, INCORRECT, "masks"):
             (tmp / sub).mkdir()
         init_args = (str(masktheface), settings, str(base), str(tmp), out_rel)
-        bar = dict(total=len(rows), desc="synthesize", unit="face", disable=None if progress is None else not progress)
+        bar = dict(
+            total=len(rows),
+            desc="synthesize",
+            unit="face",
+            disable=None if progress is None else not progress,
+        )
         if settings.workers > 1 and len(rows) > 1:
             # fork keeps the parent's imported dlib; each worker loads the models once.
-            context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+            context = multiprocessing.get_context(
+                "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+            )
             with context.Pool(settings.workers, initializer=_init_worker, initargs=init_args) as pool:
                 outcomes = list(tqdm(pool.imap(_process, rows, chunksize=4), **bar))
         else:
@@ -619,7 +649,9 @@ def run_synthesis(
         records = pd.DataFrame([r for kind, r in outcomes if kind == "ok"])
         skipped = pd.DataFrame([r for kind, r in outcomes if kind == "skip"])
         records = records.reindex(columns=[*SYNTH_INDEX_COLUMNS, "template", "detector_agreed"])
-        skipped = skipped.reindex(columns=[*SYNTH_SKIP_COLUMNS, "label", "wear", "mask_type", "detector_agreed"])
+        skipped = skipped.reindex(
+            columns=[*SYNTH_SKIP_COLUMNS, "label", "wear", "mask_type", "detector_agreed"]
+        )
         records = records.sort_values("synth_id", kind="stable").reset_index(drop=True)
         skipped = skipped.sort_values("source_face_id", kind="stable").reset_index(drop=True)
         write_csv(tmp / "index.csv", records)
@@ -646,7 +678,9 @@ def synthesis_metrics(result: RunResult) -> dict[str, Any]:
         "skipped": int(len(skip)),
         "written_rate": round(len(rec) / faces, 4) if faces else 0.0,
         "landmark_rate": round(float((methods == DLIB68).sum()) / faces, 4) if faces else 0.0,
-        "detector_agreement_rate": round(float(agreed.fillna(False).astype(bool).sum()) / faces, 4) if faces else 0.0,
+        "detector_agreement_rate": round(float(agreed.fillna(False).astype(bool).sum()) / faces, 4)
+        if faces
+        else 0.0,
         "by_label": _counts(rec["label"]),
         "by_wear": _counts(rec["wear"]),
         "by_mask_type": _counts(rec["mask_type"]),

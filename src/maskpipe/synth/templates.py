@@ -127,7 +127,9 @@ class TemplateSet:
         for mask_type in mask_types:
             if mask_type not in self.entries:
                 known = ", ".join(sorted(n for n in self.entries if not n.endswith(("_left", "_right"))))
-                raise TemplateError(f"{self.cfg_path}: no template for mask type {mask_type!r} (known: {known})")
+                raise TemplateError(
+                    f"{self.cfg_path}: no template for mask type {mask_type!r} (known: {known})"
+                )
 
     def name_for(self, mask_type: str, side: str) -> str:
         """``surgical`` + ``left`` -> ``surgical_left`` when that template exists, else ``surgical``."""
@@ -166,7 +168,9 @@ def paint_color(template: Image.Image, color: str, weight: float) -> Image.Image
     return Image.fromarray(np.dstack([out, rgba[..., 3]]).round().astype(np.uint8), "RGBA")
 
 
-def paint_texture(template: Image.Image, texture: Image.Image, weight: float, tiles_across: float = 3.0) -> Image.Image:
+def paint_texture(
+    template: Image.Image, texture: Image.Image, weight: float, tiles_across: float = 3.0
+) -> Image.Image:
     """Blend a fabric texture, tiled ``tiles_across`` times over the mask width, at ``weight``."""
     rgba = np.asarray(template, dtype=np.float64)
     rgb, alpha = rgba[..., :3], rgba[..., 3] / 255
@@ -175,7 +179,9 @@ def paint_texture(template: Image.Image, texture: Image.Image, weight: float, ti
     tile = tile.resize((tile_w, max(8, round(tile.height * tile_w / tile.width))), Image.LANCZOS)
     reps_y = -(-template.height // tile.height)
     reps_x = -(-template.width // tile.width)
-    tiled = np.tile(np.asarray(tile, dtype=np.float64), (reps_y, reps_x, 1))[: template.height, : template.width]
+    tiled = np.tile(np.asarray(tile, dtype=np.float64), (reps_y, reps_x, 1))[
+        : template.height, : template.width
+    ]
     painted = np.clip(tiled * _shading(rgb, alpha), 0, 255)
     out = (1 - weight) * rgb + weight * painted
     return Image.fromarray(np.dstack([out, rgba[..., 3]]).round().astype(np.uint8), "RGBA")

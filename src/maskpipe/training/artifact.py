@@ -51,9 +51,18 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, config: "ModelConfig", *, mean: list[float],
-               std: list[float], epoch: int, best_metric: float | None, best_metric_name: str = "val_loss",
-               extra: dict[str, Any] | None = None) -> None:
+def save_model(
+    path: str | os.PathLike,
+    model: nn.Module,
+    config: ModelConfig,
+    *,
+    mean: list[float],
+    std: list[float],
+    epoch: int,
+    best_metric: float | None,
+    best_metric_name: str = "val_loss",
+    extra: dict[str, Any] | None = None,
+) -> None:
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
@@ -93,7 +102,7 @@ def read_artifact(path: str | os.PathLike) -> dict:
     return payload
 
 
-def model_config(meta: dict, path: str | os.PathLike | None = None) -> "ModelConfig":
+def model_config(meta: dict, path: str | os.PathLike | None = None) -> ModelConfig:
     """The ModelConfig of an artifact's meta (or payload)."""
     from maskpipe.settings import ConfigError
     from maskpipe.training.config import ModelConfig

@@ -14,8 +14,9 @@ may then set it under `models:` or a profile, and old artifacts load with its de
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from maskpipe.labels import LABELS
 from maskpipe.params import deep_merge
@@ -23,8 +24,16 @@ from maskpipe.settings import ConfigError, Section, check_value, option, unknown
 from maskpipe.training.models import ARCHS
 from maskpipe.training.tasks import TASKS, get_task
 
-__all__ = ["ConfigError", "ModelConfig", "TrainConfig", "resolve_model_config", "normalization",
-           "active_profile", "model_names", "MONITORS"]
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "TrainConfig",
+    "resolve_model_config",
+    "normalization",
+    "active_profile",
+    "model_names",
+    "MONITORS",
+]
 
 # history column -> "min" | "max": what early stopping, the plateau scheduler and the kept epoch watch
 MONITORS = {"val_loss": "min", "val_accuracy": "max", "val_macro_f1": "max"}
@@ -43,10 +52,19 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 class ModelConfig(Section):
     """One model's resolved settings (models.<m> + profile). Fields without a default are required."""
 
-    key_aliases = {"learning_rate": "lr", "num_epochs": "epochs", "max_epochs": "epochs", "img_size": "image_size",
-                   "input_size": "image_size", "architecture": "arch", "augmentation": "augment",
-                   "early_stopping_patience": "patience", "lr_scheduler": "scheduler", "labels": "classes",
-                   "weights": "pretrained"}
+    key_aliases = {
+        "learning_rate": "lr",
+        "num_epochs": "epochs",
+        "max_epochs": "epochs",
+        "img_size": "image_size",
+        "input_size": "image_size",
+        "architecture": "arch",
+        "augmentation": "augment",
+        "early_stopping_patience": "patience",
+        "lr_scheduler": "scheduler",
+        "labels": "classes",
+        "weights": "pretrained",
+    }
 
     # -- what the model is
     arch: str = option(choices=sorted(ARCHS), doc="a key of the architecture registry (models.py)")
@@ -54,7 +72,9 @@ class ModelConfig(Section):
     datasets: list[str] = option(doc="datasets (or `synthetic`) trained on")
     classes: list[str] = option(choices=LABELS, doc="labels in output order; binary: [negative, positive]")
     image_size: int = option(ge=16, doc="input side in pixels")
-    eval_datasets: list[str] | None = option(None, doc="extra datasets for evaluation only (cross-dataset test)")
+    eval_datasets: list[str] | None = option(
+        None, doc="extra datasets for evaluation only (cross-dataset test)"
+    )
     pretrained: str | None = option(None, doc="imagenet | a .pth file | null")
     freeze_backbone: bool = False
     dropout: float = option(0.5, ge=0, le=1)
@@ -79,11 +99,17 @@ class ModelConfig(Section):
     amp: bool = option(False, doc="mixed precision; only ever used on CUDA")
     bn_recalibrate: bool = option(False, doc="recompute BatchNorm statistics before each validation")
     # -- fine-tuning and class balance
-    backbone_lr_mult: float = option(1.0, gt=0, le=1, doc="backbone lr = lr x this (keep pretrained features close)")
-    unfreeze_blocks: int | None = option(None, ge=1, doc="with freeze_backbone false: train only the last N "
-                                                          "backbone blocks (null = all)")
-    class_balance: str = option("none", choices=CLASS_BALANCE,
-                                doc="sampler: draw classes equally often; weights: inverse-frequency loss weights")
+    backbone_lr_mult: float = option(
+        1.0, gt=0, le=1, doc="backbone lr = lr x this (keep pretrained features close)"
+    )
+    unfreeze_blocks: int | None = option(
+        None, ge=1, doc="with freeze_backbone false: train only the last N backbone blocks (null = all)"
+    )
+    class_balance: str = option(
+        "none",
+        choices=CLASS_BALANCE,
+        doc="sampler: draw classes equally often; weights: inverse-frequency loss weights",
+    )
     train_only_datasets: list[str] = option([], doc="used for training only; left out of val and test")
     # -- data and augmentation
     max_samples: int | None = option(None, ge=1, doc="per split; null = all")
@@ -92,12 +118,18 @@ class ModelConfig(Section):
     scale_range: tuple[float, float] = option((0.85, 1.15), doc="scale augmentation: zoom range")
     brightness: float = option(0.2, ge=0, le=1)
     contrast: float = option(0.2, ge=0, le=1)
-    downscale_range: tuple[float, float] = option((0.25, 0.75), doc="augment downscale: shrunk side / image side")
+    downscale_range: tuple[float, float] = option(
+        (0.25, 0.75), doc="augment downscale: shrunk side / image side"
+    )
     # -- operating point (one-class): evaluation, predict, serve and pyfunc all use this one
-    threshold_percentile: int = option(75, ge=0, le=100,
-                                       doc="one-class: anomaly above this percentile of the training errors")
-    score_region: str = option("full", choices=("full", "lower"),
-                               doc="one-class: reconstruction error over the full image or its lower half")
+    threshold_percentile: int = option(
+        75, ge=0, le=100, doc="one-class: anomaly above this percentile of the training errors"
+    )
+    score_region: str = option(
+        "full",
+        choices=("full", "lower"),
+        doc="one-class: reconstruction error over the full image or its lower half",
+    )
     # -- set by the resolver
     seed: int = 0
     name: str = "model"
@@ -125,8 +157,9 @@ class ModelConfig(Section):
         if task.arch_kind != arch.kind:
             raise self._bad("arch", f"{self.arch} cannot do task {self.task!r}")
         if self.loss not in task.losses:
-            raise self._bad("loss", f"{self.loss!r} does not fit task {self.task!r} "
-                                    f"(use {' or '.join(task.losses)})")
+            raise self._bad(
+                "loss", f"{self.loss!r} does not fit task {self.task!r} (use {' or '.join(task.losses)})"
+            )
         if not self.datasets:
             raise self._bad("datasets", "must be a non-empty list of dataset names")
         if arch.kind == "autoencoder" and self.image_size % 8:
@@ -140,17 +173,21 @@ class ModelConfig(Section):
         if self.class_balance == "weights" and self.loss != "cross_entropy":
             raise self._bad("class_balance", "weights works with loss cross_entropy; use sampler")
         if any(d not in self.datasets for d in self.train_only_datasets):
-            raise self._bad("train_only_datasets", f"{self.train_only_datasets!r}: must be names from datasets")
+            raise self._bad(
+                "train_only_datasets", f"{self.train_only_datasets!r}: must be names from datasets"
+            )
         if self.train_only_datasets and set(self.train_only_datasets) >= set(self.datasets):
             raise self._bad("train_only_datasets", "leaves no dataset for validation and test")
         low, high = self.downscale_range
         if not 0 < low <= high <= 1:
-            raise self._bad("downscale_range", f"must be [low, high] with 0 < low <= high <= 1, "
-                                               f"got {list(self.downscale_range)}")
+            raise self._bad(
+                "downscale_range",
+                f"must be [low, high] with 0 < low <= high <= 1, got {list(self.downscale_range)}",
+            )
 
     # -- reading
     @classmethod
-    def from_artifact(cls, params: Mapping[str, Any], where: str = "model.pt params") -> "ModelConfig":
+    def from_artifact(cls, params: Mapping[str, Any], where: str = "model.pt params") -> ModelConfig:
         """The config stored in a checkpoint or model artifact (older ones get today's defaults)."""
         return cls.from_mapping(params, where)
 
@@ -175,8 +212,9 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int = option(0, ge=0, doc="torch threads and tensor-cache builders; 0 = torch's default")
     cache_dir: str = option("data/cache", doc="uint8 tensor cache, relative to the repo root")
-    nproc_per_node: int = option(1, ge=1, le=64, doc="processes (torchrun + DistributedDataParallel); "
-                                                      "training/distributed.py")
+    nproc_per_node: int = option(
+        1, ge=1, le=64, doc="processes (torchrun + DistributedDataParallel); training/distributed.py"
+    )
 
 
 def train_config(all_params: Mapping[str, Any]) -> TrainConfig:
@@ -218,7 +256,9 @@ def _hints() -> dict[str, Any]:
     return _HINTS
 
 
-def resolve_model_config(all_params: Mapping[str, Any], model_name: str, profile: str | None = None) -> ModelConfig:
+def resolve_model_config(
+    all_params: Mapping[str, Any], model_name: str, profile: str | None = None
+) -> ModelConfig:
     """models.<model_name> merged with the active profile (train.profile, or ``profile``)."""
     models = all_params.get("models") or {}
     if model_name not in models:

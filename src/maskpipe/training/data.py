@@ -25,10 +25,11 @@ import os
 import queue
 import signal
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -103,9 +104,15 @@ def _stratified_head(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return picked.drop(columns="_rank")
 
 
-def select_samples(crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, config: "ModelConfig",
-                   split: str, *, datasets: Sequence[str] | None = None,
-                   labels: Sequence[str] | None = None) -> pd.DataFrame:
+def select_samples(
+    crops_df: pd.DataFrame,
+    synth_df: pd.DataFrame | None,
+    config: ModelConfig,
+    split: str,
+    *,
+    datasets: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """The images a model uses for ``split``: DataFrame[path, label, label_idx, dataset].
 
     ``datasets`` overrides config.datasets (evaluation passes eval_datasets); without
@@ -136,7 +143,9 @@ def select_samples(crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, config
     return df[SAMPLE_COLUMNS]
 
 
-def dataset_paths(crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, dataset: str, split: str) -> list[str]:
+def dataset_paths(
+    crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, dataset: str, split: str
+) -> list[str]:
     """Every image of one dataset and split (the unit the tensor cache is built for)."""
     if dataset == SYNTHETIC:
         if synth_df is None or synth_df.empty:
@@ -181,8 +190,13 @@ def files_key(paths: Sequence[str], size: int, base: Path) -> str:
 class TensorCache:
     """uint8 (N, 3, S, S) arrays on disk, one per dataset / split / size / file-set."""
 
-    def __init__(self, root: str | os.PathLike, base: str | os.PathLike = ".", workers: int = 2,
-                 progress: bool | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        base: str | os.PathLike = ".",
+        workers: int = 2,
+        progress: bool | None = None,
+    ):
         self.root = Path(root)
         self.base = Path(base)  # image paths in the indexes are relative to this (the workspace)
         self.workers = max(1, int(workers))
@@ -215,7 +229,9 @@ class TensorCache:
         jobs = [(str(self.base / p), size) for p in paths]
         with atomic_path(target, suffix=".npy") as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size))
-            bar = tqdm(total=len(paths), desc=f"cache {what}", unit="img", disable=self.progress is False or None)
+            bar = tqdm(
+                total=len(paths), desc=f"cache {what}", unit="img", disable=self.progress is False or None
+            )
             try:
                 if self.workers > 1 and len(paths) > 64:
                     with Pool(self.workers, initializer=_worker_signals) as pool:
@@ -241,7 +257,9 @@ class TensorCache:
         A process still reading a removed array keeps its memory map (the file lives until closed).
         """
         size_prefix = newest.name.split("-", 1)[0]
-        arrays = sorted(newest.parent.glob(f"{size_prefix}-*.npy"), key=lambda f: f.stat().st_mtime, reverse=True)
+        arrays = sorted(
+            newest.parent.glob(f"{size_prefix}-*.npy"), key=lambda f: f.stat().st_mtime, reverse=True
+        )
         for old in arrays[keep:]:
             old.unlink(missing_ok=True)
             old.with_suffix(".json").unlink(missing_ok=True)
@@ -251,12 +269,12 @@ class TensorCache:
 class ImageSet:
     """Images of a sample selection gathered from several cache arrays, plus their labels."""
 
-    segments: list[np.ndarray]     # one memmap per dataset
-    seg_index: np.ndarray          # (N,) which segment each sample is in
-    row_index: np.ndarray          # (N,) row in that segment
-    labels: np.ndarray             # (N,) label_idx
+    segments: list[np.ndarray]  # one memmap per dataset
+    seg_index: np.ndarray  # (N,) which segment each sample is in
+    row_index: np.ndarray  # (N,) row in that segment
+    labels: np.ndarray  # (N,) label_idx
     size: int
-    keys: tuple[str, ...] = ()     # content keys of the cache arrays (for the resume check)
+    keys: tuple[str, ...] = ()  # content keys of the cache arrays (for the resume check)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -273,8 +291,14 @@ class ImageSet:
         return out
 
 
-def load_images(samples: pd.DataFrame, crops_df: pd.DataFrame, synth_df: pd.DataFrame | None,
-                split: str, size: int, cache: TensorCache) -> ImageSet:
+def load_images(
+    samples: pd.DataFrame,
+    crops_df: pd.DataFrame,
+    synth_df: pd.DataFrame | None,
+    split: str,
+    size: int,
+    cache: TensorCache,
+) -> ImageSet:
     """Cache-backed images for ``samples`` (from select_samples)."""
     segments: list[np.ndarray] = []
     keys: list[str] = []
@@ -291,7 +315,9 @@ def load_images(samples: pd.DataFrame, crops_df: pd.DataFrame, synth_df: pd.Data
         keys.append(key)
         seg_index[group.index.to_numpy()] = len(segments) - 1
         row_index[group.index.to_numpy()] = [pos[p] for p in group["path"]]
-    return ImageSet(segments, seg_index, row_index, samples["label_idx"].to_numpy(dtype=np.int64), size, tuple(keys))
+    return ImageSet(
+        segments, seg_index, row_index, samples["label_idx"].to_numpy(dtype=np.int64), size, tuple(keys)
+    )
 
 
 class InMemoryImages(ImageSet):
@@ -299,8 +325,13 @@ class InMemoryImages(ImageSet):
 
     def __init__(self, images: np.ndarray, labels: np.ndarray):
         n = len(images)
-        super().__init__([images], np.zeros(n, dtype=np.int64), np.arange(n), np.asarray(labels, dtype=np.int64),
-                         images.shape[-1])
+        super().__init__(
+            [images],
+            np.zeros(n, dtype=np.int64),
+            np.arange(n),
+            np.asarray(labels, dtype=np.int64),
+            images.shape[-1],
+        )
 
 
 class BatchLoader:
@@ -315,9 +346,18 @@ class BatchLoader:
     with the thread and 234 img/s without (the in-memory ceiling was 235).
     """
 
-    def __init__(self, images: ImageSet, batch_size: int, augmenter: BatchAugmenter, *,
-                 train: bool, seed: int = 0, device: str | torch.device = "cpu", prefetch: int | None = None,
-                 balanced: bool = False):
+    def __init__(
+        self,
+        images: ImageSet,
+        batch_size: int,
+        augmenter: BatchAugmenter,
+        *,
+        train: bool,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        prefetch: int | None = None,
+        balanced: bool = False,
+    ):
         self.images = images
         self.balanced = bool(balanced) and train
         self.batch_size = int(batch_size)
@@ -331,10 +371,17 @@ class BatchLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def plain(self) -> "BatchLoader":
+    def plain(self) -> BatchLoader:
         """The same images in order, without augmentation (evaluation, BatchNorm recalibration)."""
-        return BatchLoader(self.images, self.batch_size, self.augmenter, train=False, seed=self.seed,
-                           device=self.device, prefetch=self.prefetch)
+        return BatchLoader(
+            self.images,
+            self.batch_size,
+            self.augmenter,
+            train=False,
+            seed=self.seed,
+            device=self.device,
+            prefetch=self.prefetch,
+        )
 
     def __len__(self) -> int:
         n = len(self.images)
@@ -350,7 +397,7 @@ class BatchLoader:
         else:
             order = torch.randperm(n, generator=g).numpy() if self.train else np.arange(n)
         for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             x = torch.from_numpy(self.images.gather(idx)).to(self.device, non_blocking=True)
             y = torch.from_numpy(self.images.labels[idx]).to(self.device)
             yield self.augmenter(x, generator=g, train=self.train), y
@@ -358,7 +405,9 @@ class BatchLoader:
     def _balanced_order(self, g: torch.Generator) -> np.ndarray:
         """``class_balance: sampler``: an epoch of len(images) draws, with replacement, each
         class equally likely (a rare class's images repeat, a common one's are subsampled)."""
-        labels = torch.from_numpy(np.array(self.images.labels, dtype=np.int64))  # a copy: memmaps are read-only
+        labels = torch.from_numpy(
+            np.array(self.images.labels, dtype=np.int64)
+        )  # a copy: memmaps are read-only
         _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
         weights = 1.0 / counts[inverse].double()
         return torch.multinomial(weights, len(labels), replacement=True, generator=g).numpy()
@@ -406,8 +455,15 @@ class SplitData:
     images: ImageSet
 
 
-def prepare_split(crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, config: "ModelConfig", split: str,
-                  cache: TensorCache, *, require: bool = True) -> SplitData:
+def prepare_split(
+    crops_df: pd.DataFrame,
+    synth_df: pd.DataFrame | None,
+    config: ModelConfig,
+    split: str,
+    cache: TensorCache,
+    *,
+    require: bool = True,
+) -> SplitData:
     samples = select_samples(crops_df, synth_df, config, split)
     if require and samples.empty:
         raise DataError(

@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -56,8 +56,14 @@ def should_relaunch(train_cfg: dict | None) -> bool:
 
 def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
     """`torchrun --standalone --nproc_per_node N <script> <args>` with this interpreter."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
-            *argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={int(nproc)}",
+        *argv,
+    ]
 
 
 def relaunch(nproc: int, argv: Sequence[str]) -> None:
@@ -158,18 +164,39 @@ class ShardedBatchLoader(BatchLoader):
         super().__init__(*args, **kwargs)
         self.rank, self.world_size = int(rank), int(world_size)
         self.sampler = torch.utils.data.distributed.DistributedSampler(
-            range(len(self.images)), num_replicas=self.world_size, rank=self.rank,
-            shuffle=self.train, seed=self.seed, drop_last=False)
+            range(len(self.images)),
+            num_replicas=self.world_size,
+            rank=self.rank,
+            shuffle=self.train,
+            seed=self.seed,
+            drop_last=False,
+        )
 
     @classmethod
-    def from_loader(cls, loader: BatchLoader, ctx: DistContext) -> "ShardedBatchLoader":
-        return cls(loader.images, loader.batch_size, loader.augmenter, train=loader.train, seed=loader.seed,
-                   device=loader.device, prefetch=loader.prefetch, rank=ctx.rank, world_size=ctx.world_size)
+    def from_loader(cls, loader: BatchLoader, ctx: DistContext) -> ShardedBatchLoader:
+        return cls(
+            loader.images,
+            loader.batch_size,
+            loader.augmenter,
+            train=loader.train,
+            seed=loader.seed,
+            device=loader.device,
+            prefetch=loader.prefetch,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+        )
 
     def plain(self) -> BatchLoader:
         """All images in order on every rank (BatchNorm recalibration gives identical statistics)."""
-        return BatchLoader(self.images, self.batch_size, self.augmenter, train=False, seed=self.seed,
-                           device=self.device, prefetch=self.prefetch)
+        return BatchLoader(
+            self.images,
+            self.batch_size,
+            self.augmenter,
+            train=False,
+            seed=self.seed,
+            device=self.device,
+            prefetch=self.prefetch,
+        )
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.sampler), self.batch_size)
@@ -181,7 +208,7 @@ class ShardedBatchLoader(BatchLoader):
         # augmentation differs per rank (else both ranks would flip the same way in step)
         g = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank)
         for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             x = torch.from_numpy(self.images.gather(idx)).to(self.device, non_blocking=True)
             y = torch.from_numpy(self.images.labels[idx]).to(self.device)
             yield self.augmenter(x, generator=g, train=self.train), y

@@ -16,9 +16,10 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,8 +51,10 @@ def parameter_groups(model: nn.Module, config: ModelConfig) -> list[dict]:
         return [{"params": trainable}]
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
-        raise ValueError(f"models.{config.name}.backbone_lr_mult: arch {config.arch!r} "
-                         "has no separate backbone; leave it at 1")
+        raise ValueError(
+            f"models.{config.name}.backbone_lr_mult: arch {config.arch!r} "
+            "has no separate backbone; leave it at 1"
+        )
     in_backbone = {id(p) for p in backbone.parameters()}
     head = [p for p in trainable if id(p) not in in_backbone]
     body = [p for p in trainable if id(p) in in_backbone]
@@ -86,8 +89,12 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: ModelConfig, mode: 
         # "improvement" means the same as for early stopping when min_delta is set
         threshold = dict(threshold=min_delta, threshold_mode="abs") if min_delta > 0 else {}
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=mode, factor=config.lr_factor,
-            patience=config.lr_patience, min_lr=config.min_lr, **threshold,
+            optimizer,
+            mode=mode,
+            factor=config.lr_factor,
+            patience=config.lr_patience,
+            min_lr=config.min_lr,
+            **threshold,
         )
     return None
 
@@ -131,21 +138,39 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------------ one epoch
-def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                    *, task: str, epoch: int, model_name: str = "model", scaler=None,
-                    amp: bool = False, device: torch.device | str = "cpu",
-                    progress: bool | None = None) -> float:
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    task: str,
+    epoch: int,
+    model_name: str = "model",
+    scaler=None,
+    amp: bool = False,
+    device: torch.device | str = "cpu",
+    progress: bool | None = None,
+) -> float:
     """One pass over ``loader``; returns the mean training loss (per sample)."""
     device = torch.device(device)
     task_ = get_task(task)
     model.train()
     total, count = 0.0, 0
     n_batches = len(loader) if hasattr(loader, "__len__") else None
-    bar = tqdm(loader, total=n_batches, desc=f"{model_name} epoch {epoch}", unit="batch", leave=False,
-               disable=None if progress is None else not progress)
+    bar = tqdm(
+        loader,
+        total=n_batches,
+        desc=f"{model_name} epoch {epoch}",
+        unit="batch",
+        leave=False,
+        disable=None if progress is None else not progress,
+    )
     for b, (x, y) in enumerate(bar, start=1):
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+        with torch.autocast(
+            device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"
+        ):
             _, loss = _forward_loss(model, loss_fn, x, y, task_)
         if not torch.isfinite(loss.detach()):
             raise NonFiniteLossError(
@@ -169,8 +194,15 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, opti
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, loss_fn: nn.Module, *, task: str,
-             amp: bool = False, device: torch.device | str = "cpu") -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    loss_fn: nn.Module,
+    *,
+    task: str,
+    amp: bool = False,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
     """Mean loss (and accuracy and macro-F1 for classifiers) over ``loader``, model in eval mode."""
     device = torch.device(device)
     task_ = get_task(task)
@@ -178,7 +210,9 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: nn.Module, *, task: st
     total, count = 0.0, 0
     truths, preds = [], []
     for x, y in loader:
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+        with torch.autocast(
+            device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"
+        ):
             out, loss = _forward_loss(model, loss_fn, x, y, task_)
         total += float(loss) * len(x)
         count += len(x)
@@ -218,7 +252,7 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, device: torch.devi
         bn.momentum = None
     for x, _ in loader:
         model(x.to(device))
-    for bn, momentum in zip(bns, momenta):
+    for bn, momentum in zip(bns, momenta, strict=True):
         bn.momentum = momentum
     model.train()
 
@@ -310,13 +344,23 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in _plain(model).state_dict().items()}
 
 
-def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module, config: ModelConfig, *,
-        checkpoint_path: str | Path | None = None, fingerprint_value: str = "",
-        resume: dict | None = None, device: torch.device | str = "cpu",
-        on_epoch: Callable[[dict[str, Any]], None] | None = None,
-        checkpoint_extra: dict[str, Any] | None = None,
-        stop_after_epoch: int | None = None, progress: bool | None = None,
-        log: Callable[[str], None] = print) -> FitResult:
+def fit(
+    model: nn.Module,
+    train_loader,
+    val_loader,
+    loss_fn: nn.Module,
+    config: ModelConfig,
+    *,
+    checkpoint_path: str | Path | None = None,
+    fingerprint_value: str = "",
+    resume: dict | None = None,
+    device: torch.device | str = "cpu",
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
+    stop_after_epoch: int | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> FitResult:
     """Train ``model`` for config.epochs epochs with early stopping on config.monitor.
 
     ``resume``: a checkpoint dict from resume_state(); training continues after its epoch.
@@ -365,14 +409,29 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module, config: 
         for loader in (train_loader, val_loader):
             if hasattr(loader, "set_epoch"):
                 loader.set_epoch(epoch)
-        train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, task=task, epoch=epoch,
-                                     model_name=name, scaler=scaler, amp=amp, device=device, progress=progress)
+        train_loss = train_one_epoch(
+            model,
+            train_loader,
+            loss_fn,
+            optimizer,
+            task=task,
+            epoch=epoch,
+            model_name=name,
+            scaler=scaler,
+            amp=amp,
+            device=device,
+            progress=progress,
+        )
         if hasattr(train_loader, "all_reduce_mean"):  # [distributed] mean over the ranks' shards
             train_loss = train_loader.all_reduce_mean(train_loss)
         if config.bn_recalibrate:
             plain = train_loader.plain() if hasattr(train_loader, "plain") else train_loader
             recalibrate_batchnorm(_plain(model), plain, device)  # [distributed] _plain: no collectives
-        val = evaluate(_plain(model), val_loader, loss_fn, task=task, amp=amp, device=device) if val_loader else {}
+        val = (
+            evaluate(_plain(model), val_loader, loss_fn, task=task, amp=amp, device=device)
+            if val_loader
+            else {}
+        )
         if val and not math.isfinite(val["loss"]):
             raise NonFiniteLossError(f"{name}: validation loss is {val['loss']} after epoch {epoch}")
         row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "val_loss": val.get("loss")}
@@ -395,26 +454,29 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module, config: 
         log(_epoch_line(name, row, epochs))
 
         if checkpoint_path is not None:
-            save_checkpoint(Path(checkpoint_path), {
-                "format": CHECKPOINT_FORMAT,
-                "fingerprint": fingerprint_value,
-                "params": config.to_plain(),
-                "epoch": epoch,
-                "model": _state_copy(model),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "best_metric": best_metric,
-                "best_epoch": best_epoch,
-                # the current weights when this epoch is the best (saves a copy of the model)
-                "best_state": None if best_epoch == epoch else best_state,
-                "bad_epochs": bad_epochs,
-                "stopped_early": stopped_early,
-                "history": history,
-                "rng": _rng_states(),
-                "complete": False,
-                **(checkpoint_extra or {}),
-            })
+            save_checkpoint(
+                Path(checkpoint_path),
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "fingerprint": fingerprint_value,
+                    "params": config.to_plain(),
+                    "epoch": epoch,
+                    "model": _state_copy(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "best_metric": best_metric,
+                    "best_epoch": best_epoch,
+                    # the current weights when this epoch is the best (saves a copy of the model)
+                    "best_state": None if best_epoch == epoch else best_state,
+                    "bad_epochs": bad_epochs,
+                    "stopped_early": stopped_early,
+                    "history": history,
+                    "rng": _rng_states(),
+                    "complete": False,
+                    **(checkpoint_extra or {}),
+                },
+            )
         if on_epoch is not None:
             on_epoch(row)
         if stopped_early:
@@ -425,10 +487,17 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module, config: 
 
     if not history:
         raise ValueError(f"{name}: nothing to train (epochs={epochs})")
-    return FitResult(history=history, best_epoch=best_epoch, best_metric=best_metric, monitor=monitor,
-                     best_state=best_state,
-                     last_epoch=history[-1]["epoch"], stopped_early=stopped_early or bool(resume and resume.get("stopped_early")),
-                     resumed_from=resumed_from, seconds=time.perf_counter() - t0)
+    return FitResult(
+        history=history,
+        best_epoch=best_epoch,
+        best_metric=best_metric,
+        monitor=monitor,
+        best_state=best_state,
+        last_epoch=history[-1]["epoch"],
+        stopped_early=stopped_early or bool(resume and resume.get("stopped_early")),
+        resumed_from=resumed_from,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def mark_checkpoint_complete(path: str | Path) -> None:
@@ -450,4 +519,3 @@ def _epoch_line(name: str, row: dict, epochs: int) -> str:
     parts.append(f"lr {row['lr']:.2g}")
     parts.append(f"{row['seconds']:.1f}s")
     return " | ".join(parts)
-

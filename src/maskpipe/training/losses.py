@@ -62,7 +62,7 @@ def inverse_frequency_weights(counts) -> torch.Tensor:
     return weights
 
 
-def build_loss(config: "ModelConfig", class_counts=None) -> nn.Module:
+def build_loss(config: ModelConfig, class_counts=None) -> nn.Module:
     """``class_counts`` (training images per class) is used by ``class_balance: weights``."""
     name = config.loss
     if name == "cross_entropy":
@@ -83,7 +83,9 @@ def build_loss(config: "ModelConfig", class_counts=None) -> nn.Module:
 SCORE_REGIONS = ("full", "lower")
 
 
-def per_sample_reconstruction_error(recon: torch.Tensor, inputs: torch.Tensor, region: str = "full") -> torch.Tensor:
+def per_sample_reconstruction_error(
+    recon: torch.Tensor, inputs: torch.Tensor, region: str = "full"
+) -> torch.Tensor:
     """Mean squared error per image (N,) — the anomaly score of the oneclass model.
 
     ``region: lower`` averages over the lower half of the image only (nose, mouth, chin: where a
@@ -92,7 +94,7 @@ def per_sample_reconstruction_error(recon: torch.Tensor, inputs: torch.Tensor, r
     """
     err = (recon.float() - inputs.float()).pow(2)
     if region == "lower":
-        err = err[..., err.shape[-2] // 2:, :]
+        err = err[..., err.shape[-2] // 2 :, :]
     elif region != "full":
         raise ValueError(f"score_region must be one of {', '.join(SCORE_REGIONS)}, got {region!r}")
     return err.flatten(1).mean(1)

@@ -11,8 +11,9 @@ BatchNorm statistics stay those of the pretrained weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # config imports this registry
 class Arch:
     name: str
     kind: str  # "classifier" | "autoencoder"
-    builder: Callable[["ModelConfig", int], nn.Module]
+    builder: Callable[[ModelConfig, int], nn.Module]
     description: str
 
 
@@ -36,18 +37,18 @@ ARCHS: dict[str, Arch] = {}
 
 
 def register(name: str, kind: str = "classifier", description: str = ""):
-    def deco(fn: Callable[["ModelConfig", int], nn.Module]):
+    def deco(fn: Callable[[ModelConfig, int], nn.Module]):
         ARCHS[name] = Arch(name, kind, fn, description or (fn.__doc__ or "").strip())
         return fn
 
     return deco
 
 
-def num_outputs(config: "ModelConfig") -> int:
+def num_outputs(config: ModelConfig) -> int:
     return get_task(config.task).num_outputs(len(config.classes))
 
 
-def build_model(config: "ModelConfig", load_weights: bool = True) -> nn.Module:
+def build_model(config: ModelConfig, load_weights: bool = True) -> nn.Module:
     """The nn.Module for a resolved ModelConfig (see config.resolve_model_config).
 
     ``load_weights=False`` skips pretrained weights (used when a state_dict follows anyway,
@@ -67,7 +68,9 @@ class FrozenBackboneModel(nn.Module):
     the earlier ones are frozen and stay in eval mode like a frozen backbone.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, freeze: bool, unfreeze_blocks: int | None = None):
+    def __init__(
+        self, backbone: nn.Module, head: nn.Module, freeze: bool, unfreeze_blocks: int | None = None
+    ):
         super().__init__()
         self.backbone = backbone
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -98,13 +101,13 @@ class FrozenBackboneModel(nn.Module):
         return self.head(x)
 
 
-def _load_backbone(model: nn.Module, config: "ModelConfig", arch: str, drop_prefixes: tuple[str, ...]) -> None:
+def _load_backbone(model: nn.Module, config: ModelConfig, arch: str, drop_prefixes: tuple[str, ...]) -> None:
     """Load pretrained torchvision weights into ``model``; the classifier weights are dropped."""
     state = load_pretrained_state(arch, config.pretrained, config.name)
     if state is None:
         return
     state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=True)
     missing = [k for k in missing if not k.startswith(drop_prefixes)]
     if missing or unexpected:
         raise ValueError(
@@ -137,7 +140,7 @@ class ResNetClassifier(nn.Module):
 
 
 @register("resnet50", description="torchvision ResNet-50, fc replaced by Linear(2048, outputs)")
-def _resnet50(config: "ModelConfig", n_out: int) -> nn.Module:
+def _resnet50(config: ModelConfig, n_out: int) -> nn.Module:
     import torchvision
 
     net = torchvision.models.resnet50(weights=None)
@@ -153,13 +156,18 @@ class SmallCNN(nn.Module):
     def __init__(self, image_size: int, n_out: int, dropout: float):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(3, 32, 3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
         )
         side = ((image_size - 2) // 2 - 2) // 2
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(64 * side * side, 128), nn.ReLU(inplace=True),
+            nn.Linear(64 * side * side, 128),
+            nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(128, n_out),
         )
@@ -169,40 +177,50 @@ class SmallCNN(nn.Module):
 
 
 @register("small_cnn", description="2 conv (32, 64, 3x3) + max-pool + FC 128 + output")
-def _small_cnn(config: "ModelConfig", n_out: int) -> nn.Module:
+def _small_cnn(config: ModelConfig, n_out: int) -> nn.Module:
     if config.pretrained:
         raise ValueError("small_cnn has no pretrained weights; set pretrained: null")
     return SmallCNN(config.image_size, n_out, config.dropout)
 
 
 # ------------------------------------------------------------------------------- mobilenet_v3
-@register("mobilenet_v3_large",
-          description="MobileNetV3-Large features (frozen) + head 960-1280-640-classes, Hardswish, dropout")
-def _mobilenet_v3_large(config: "ModelConfig", n_out: int) -> nn.Module:
+@register(
+    "mobilenet_v3_large",
+    description="MobileNetV3-Large features (frozen) + head 960-1280-640-classes, Hardswish, dropout",
+)
+def _mobilenet_v3_large(config: ModelConfig, n_out: int) -> nn.Module:
     import torchvision
 
     net = torchvision.models.mobilenet_v3_large(weights=None)
     _load_backbone(net, config, "mobilenet_v3_large", ("classifier.",))
     p = config.dropout
     head = nn.Sequential(
-        nn.Linear(960, 1280), nn.Hardswish(inplace=True), nn.Dropout(p),
-        nn.Linear(1280, 640), nn.Hardswish(inplace=True), nn.Dropout(p),
+        nn.Linear(960, 1280),
+        nn.Hardswish(inplace=True),
+        nn.Dropout(p),
+        nn.Linear(1280, 640),
+        nn.Hardswish(inplace=True),
+        nn.Dropout(p),
         nn.Linear(640, n_out),
     )
     return FrozenBackboneModel(net.features, head, config.freeze_backbone, config.unfreeze_blocks)
 
 
 # ------------------------------------------------------------------------------- mobilenet_v2
-@register("mobilenet_v2",
-          description="MobileNetV2 ImageNet features (frozen) + head 1280-128-classes (ReLU, dropout)")
-def _mobilenet_v2(config: "ModelConfig", n_out: int) -> nn.Module:
+@register(
+    "mobilenet_v2",
+    description="MobileNetV2 ImageNet features (frozen) + head 1280-128-classes (ReLU, dropout)",
+)
+def _mobilenet_v2(config: ModelConfig, n_out: int) -> nn.Module:
     import torchvision
 
     net = torchvision.models.mobilenet_v2(weights=None)
     _load_backbone(net, config, "mobilenet_v2", ("classifier.",))
     # the head of the widely used Keras mask detector: pool -> Dense 128 relu -> dropout -> out
     head = nn.Sequential(
-        nn.Linear(1280, 128), nn.ReLU(inplace=True), nn.Dropout(config.dropout),
+        nn.Linear(1280, 128),
+        nn.ReLU(inplace=True),
+        nn.Dropout(config.dropout),
         nn.Linear(128, n_out),
     )
     return FrozenBackboneModel(net.features, head, config.freeze_backbone, config.unfreeze_blocks)
@@ -222,23 +240,32 @@ class ConvAutoencoder(nn.Module):
         super().__init__()
         c1, c2, c3 = channels
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, c1, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c2, c3, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(3, c1, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c3, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
         )
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(c3, c2, 3, stride=2, padding=1, output_padding=1), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(c1, 3, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid(),
+            nn.ConvTranspose2d(c3, c2, 3, stride=2, padding=1, output_padding=1),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(c1, 3, 3, stride=2, padding=1, output_padding=1),
+            nn.Sigmoid(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
 
 
-@register("conv_autoencoder", kind="autoencoder",
-          description="3 conv + ReLU encoder, 3 transposed conv decoder + sigmoid (MSE)")
-def _conv_autoencoder(config: "ModelConfig", n_out: int) -> nn.Module:
+@register(
+    "conv_autoencoder",
+    kind="autoencoder",
+    description="3 conv + ReLU encoder, 3 transposed conv decoder + sigmoid (MSE)",
+)
+def _conv_autoencoder(config: ModelConfig, n_out: int) -> nn.Module:
     if config.pretrained:
         raise ValueError("conv_autoencoder has no pretrained weights; set pretrained: null")
     return ConvAutoencoder(config.ae_channels)

@@ -9,9 +9,10 @@ module imports neither mlflow nor the serving stack.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,8 +24,15 @@ from maskpipe.tracker import NullTracker, Tracker
 from maskpipe.training import distributed, engine
 from maskpipe.training.artifact import save_model
 from maskpipe.training.config import normalization, resolve_model_config, train_config
-from maskpipe.training.data import (BatchLoader, TensorCache, class_counts, manifest, prepare_split,
-                                    read_crops, read_synthetic)
+from maskpipe.training.data import (
+    BatchLoader,
+    TensorCache,
+    class_counts,
+    manifest,
+    prepare_split,
+    read_crops,
+    read_synthetic,
+)
 from maskpipe.training.losses import build_loss, per_sample_reconstruction_error
 from maskpipe.training.models import build_model, count_parameters
 from maskpipe.training.tasks import get_task
@@ -50,13 +58,16 @@ class TrainPaths:
 
 
 def _history_frame(rows: list[dict[str, Any]], task: str) -> pd.DataFrame:
-    cols = [c for c in HISTORY_COLUMNS if get_task(task).has_accuracy or c not in ("val_accuracy", "val_macro_f1")]
+    cols = [
+        c for c in HISTORY_COLUMNS if get_task(task).has_accuracy or c not in ("val_accuracy", "val_macro_f1")
+    ]
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
 @torch.no_grad()
-def reconstruction_percentiles(model: torch.nn.Module, loader: BatchLoader, device,
-                               region: str = "full") -> list[float]:
+def reconstruction_percentiles(
+    model: torch.nn.Module, loader: BatchLoader, device, region: str = "full"
+) -> list[float]:
     """Per-image reconstruction MSE (over ``region``), as percentiles 0..100 (index = percentile)."""
     model.eval()
     errors = [per_sample_reconstruction_error(model(x), x, region).cpu() for x, _ in loader]
@@ -66,10 +77,17 @@ def reconstruction_percentiles(model: torch.nn.Module, loader: BatchLoader, devi
     return [float(v) for v in np.percentile(values, np.arange(101))]
 
 
-def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = None, *,
-                tracker: Tracker | None = None, track: bool = True,
-                progress: bool | None = None, stop_after_epoch: int | None = None,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+def train_model(
+    model_name: str,
+    all_params: dict,
+    paths: TrainPaths | None = None,
+    *,
+    tracker: Tracker | None = None,
+    track: bool = True,
+    progress: bool | None = None,
+    stop_after_epoch: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Train one model of params.yaml `models:`; returns a summary (also given to the tracker).
 
     ``tracker`` defaults to MLflow (maskpipe.tracker.MlflowTracker); ``track=False`` means a
@@ -109,12 +127,25 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
     augmenter = BatchAugmenter.from_config(config, mean, std)
     bs = config.batch_size
     train_loader = dist.train_loader(  # [distributed] this rank's shard (DistributedSampler)
-        BatchLoader(train_split.images, bs, augmenter, train=True, seed=seed, device=device,
-                    balanced=config.class_balance == "sampler"))
-    val_loader = (BatchLoader(val_split.images, bs, augmenter, train=False, seed=seed, device=device)
-                  if len(val_split.samples) else None)
-    log(f"{model_name}: profile {config.profile}, device {device}, "
-        f"train {class_counts(train_split.samples)}, val {class_counts(val_split.samples)}")
+        BatchLoader(
+            train_split.images,
+            bs,
+            augmenter,
+            train=True,
+            seed=seed,
+            device=device,
+            balanced=config.class_balance == "sampler",
+        )
+    )
+    val_loader = (
+        BatchLoader(val_split.images, bs, augmenter, train=False, seed=seed, device=device)
+        if len(val_split.samples)
+        else None
+    )
+    log(
+        f"{model_name}: profile {config.profile}, device {device}, "
+        f"train {class_counts(train_split.samples)}, val {class_counts(val_split.samples)}"
+    )
     if val_loader is None:
         log(f"{model_name}: no validation images; early stopping watches the training loss")
 
@@ -124,8 +155,13 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
     counts = np.bincount(train_split.images.labels, minlength=max(len(config.classes), 1))
     loss_fn = build_loss(config, class_counts=counts)
     trainable, total = count_parameters(model)
-    fp = engine.fingerprint(config, train_split.images.keys, manifest(train_split.samples),
-                            val_split.images.keys, manifest(val_split.samples))
+    fp = engine.fingerprint(
+        config,
+        train_split.images.keys,
+        manifest(train_split.samples),
+        val_split.images.keys,
+        manifest(val_split.samples),
+    )
     model_dir = paths.model_dir(model_name)
     model_dir.mkdir(parents=True, exist_ok=True)
     ckpt = model_dir / "checkpoint.pt"
@@ -134,9 +170,13 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
     history_rows: list[dict[str, Any]] = list(resume["history"]) if resume else []
 
     summary: dict[str, Any] = {
-        "model": model_name, "profile": config.profile, "device": str(device),
-        "n_train": len(train_split.samples), "n_val": len(val_split.samples),
-        "trainable_parameters": trainable, "parameters": total,
+        "model": model_name,
+        "profile": config.profile,
+        "device": str(device),
+        "n_train": len(train_split.samples),
+        "n_val": len(val_split.samples),
+        "trainable_parameters": trainable,
+        "parameters": total,
         "weights_source": describe_source(config.arch, config.pretrained),
     }
 
@@ -144,11 +184,22 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
         write_csv(history_path, _history_frame(history_rows, config.task))
 
     def body(run_id: str | None) -> None:
-        tracker.set_tags({"maskpipe.profile": config.profile, "maskpipe.arch": config.arch,
-                          "maskpipe.task": config.task, "maskpipe.weights": summary["weights_source"],
-                          "maskpipe.device": str(device)})
-        tracker.log_params({"data.n_train": summary["n_train"], "data.n_val": summary["n_val"],
-                            "model.trainable_parameters": trainable})
+        tracker.set_tags(
+            {
+                "maskpipe.profile": config.profile,
+                "maskpipe.arch": config.arch,
+                "maskpipe.task": config.task,
+                "maskpipe.weights": summary["weights_source"],
+                "maskpipe.device": str(device),
+            }
+        )
+        tracker.log_params(
+            {
+                "data.n_train": summary["n_train"],
+                "data.n_val": summary["n_val"],
+                "model.trainable_parameters": trainable,
+            }
+        )
         if run_id is not None and resume and resume.get("mlflow_run_id") != run_id:
             for row in history_rows:  # a new run for a resumed training: replay earlier epochs
                 tracker.log_epoch(row, step=int(row["epoch"]))
@@ -159,11 +210,20 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
             tracker.log_epoch(row, step=int(row["epoch"]))
 
         result = engine.fit(
-            dist.wrap(model, device), train_loader, val_loader, loss_fn, config,  # [distributed] DDP
-            checkpoint_path=ckpt if dist.is_main else None, fingerprint_value=fp,
-            resume=resume, device=device, on_epoch=on_epoch if dist.is_main else None,
+            dist.wrap(model, device),
+            train_loader,
+            val_loader,
+            loss_fn,
+            config,  # [distributed] DDP
+            checkpoint_path=ckpt if dist.is_main else None,
+            fingerprint_value=fp,
+            resume=resume,
+            device=device,
+            on_epoch=on_epoch if dist.is_main else None,
             checkpoint_extra={"mlflow_run_id": run_id},
-            stop_after_epoch=stop_after_epoch, progress=progress, log=log,
+            stop_after_epoch=stop_after_epoch,
+            progress=progress,
+            log=log,
         )
         if not dist.is_main:  # [distributed]
             return
@@ -171,26 +231,40 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
         model.load_state_dict(result.best_state)
         model.to(device)
 
-        extra: dict[str, Any] = {"weights_source": summary["weights_source"],
-                                 "history": [dict(r) for r in history_rows]}
+        extra: dict[str, Any] = {
+            "weights_source": summary["weights_source"],
+            "history": [dict(r) for r in history_rows],
+        }
         if config.task == "oneclass":
             plain = BatchAugmenter.normalize_only(mean, std)
             for key, split in (("error_percentiles", train_split), ("val_error_percentiles", val_split)):
                 if len(split.samples):
                     loader = BatchLoader(split.images, bs, plain, train=False, seed=seed, device=device)
-                    extra[key] = reconstruction_percentiles(model, loader, device,
-                                                            config.score_region)
+                    extra[key] = reconstruction_percentiles(model, loader, device, config.score_region)
         best_row = next((r for r in history_rows if r["epoch"] == result.best_epoch), history_rows[-1])
-        save_model(model_dir / "model.pt", model, config, mean=mean, std=std, epoch=result.best_epoch,
-                   best_metric=result.best_metric,
-                   best_metric_name=result.monitor, extra=extra)
-        summary.update({
-            "best_epoch": result.best_epoch, "epochs_run": result.last_epoch,
-            "stopped_early": result.stopped_early, "resumed_from": result.resumed_from,
-            "best_val_loss": best_row.get("val_loss"), "best_val_accuracy": best_row.get("val_accuracy"),
-            "best_val_macro_f1": best_row.get("val_macro_f1"),
-            "train_seconds": round(sum(float(r.get("seconds") or 0) for r in history_rows), 2),
-        })
+        save_model(
+            model_dir / "model.pt",
+            model,
+            config,
+            mean=mean,
+            std=std,
+            epoch=result.best_epoch,
+            best_metric=result.best_metric,
+            best_metric_name=result.monitor,
+            extra=extra,
+        )
+        summary.update(
+            {
+                "best_epoch": result.best_epoch,
+                "epochs_run": result.last_epoch,
+                "stopped_early": result.stopped_early,
+                "resumed_from": result.resumed_from,
+                "best_val_loss": best_row.get("val_loss"),
+                "best_val_accuracy": best_row.get("val_accuracy"),
+                "best_val_macro_f1": best_row.get("val_macro_f1"),
+                "train_seconds": round(sum(float(r.get("seconds") or 0) for r in history_rows), 2),
+            }
+        )
         final = {"best/epoch": result.best_epoch, "train/seconds": summary["train_seconds"]}
         for key in ("best_val_loss", "best_val_accuracy", "best_val_macro_f1"):
             value = summary.get(key)
@@ -207,17 +281,25 @@ def train_model(model_name: str, all_params: dict, paths: TrainPaths | None = No
         if run_id is not None:
             summary["mlflow_run_id"] = run_id
 
-    extra_tags = {"maskpipe.resumed": str(bool(resume)).lower(),
-                  "maskpipe.processes": str(dist.world_size)}  # [distributed]
-    with tracker.run(model_name, config.to_plain(), run_id=resume.get("mlflow_run_id") if resume else None,
-                     extra_tags=extra_tags) as run_id:
+    extra_tags = {
+        "maskpipe.resumed": str(bool(resume)).lower(),
+        "maskpipe.processes": str(dist.world_size),
+    }  # [distributed]
+    with tracker.run(
+        model_name,
+        config.to_plain(),
+        run_id=resume.get("mlflow_run_id") if resume else None,
+        extra_tags=extra_tags,
+    ) as run_id:
         body(run_id)
     dist.close()  # [distributed]
     if not dist.is_main:
         return summary
     engine.mark_checkpoint_complete(ckpt)
-    log(f"{model_name}: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
+    log(
+        f"{model_name}: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
         f"val_loss {summary['best_val_loss']}, val_accuracy {summary['best_val_accuracy']}, "
         f"val_macro_f1 {summary.get('best_val_macro_f1')}, "
-        f"{summary['train_seconds']} s")
+        f"{summary['train_seconds']} s"
+    )
     return summary

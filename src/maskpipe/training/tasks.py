@@ -18,7 +18,8 @@ accepts it as ``task:`` and the engine, evaluation and Predictor use it.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,10 +31,12 @@ ANOMALY = "anomaly"
 
 class Task:
     name: str = ""
-    losses: tuple[str, ...] = ()          # the first is the default
-    arch_kind: str = "classifier"         # the Arch.kind that can do this task (models.py)
-    has_accuracy: bool = True             # training can watch val_accuracy
-    probabilities: bool = True           # scores are class probabilities (N, len(classes)); else one anomaly score (N, 1)
+    losses: tuple[str, ...] = ()  # the first is the default
+    arch_kind: str = "classifier"  # the Arch.kind that can do this task (models.py)
+    has_accuracy: bool = True  # training can watch val_accuracy
+    probabilities: bool = (
+        True  # scores are class probabilities (N, len(classes)); else one anomaly score (N, 1)
+    )
 
     @property
     def default_loss(self) -> str:
@@ -135,8 +138,10 @@ class OneClassTask(Task):
         q = int(meta["params"]["threshold_percentile"])
         pct = meta.get("error_percentiles") or []
         if len(pct) <= q:
-            raise ValueError(f"{meta.get('model_name')}: one-class model without stored training error "
-                             "percentiles; cannot set an anomaly threshold (retrain it)")
+            raise ValueError(
+                f"{meta.get('model_name')}: one-class model without stored training error "
+                "percentiles; cannot set an anomaly threshold (retrain it)"
+            )
         return float(pct[q])
 
     def predicted_indices(self, scores, threshold=None):

@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,8 +42,9 @@ def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     return (batch - m) / s
 
 
-def preprocess(images: Sequence[Image.Image], image_size: int, mean: Sequence[float],
-               std: Sequence[float]) -> torch.Tensor:
+def preprocess(
+    images: Sequence[Image.Image], image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
     """Inference input for a model artifact: ``preprocess(imgs, meta["image_size"], meta["mean"], meta["std"])``."""
     if len(images) == 0:
         return torch.empty(0, 3, image_size, image_size)
@@ -60,9 +62,18 @@ class BatchAugmenter:
     Geometry is one affine ``grid_sample`` per batch (border padding), not a per-image PIL round trip.
     """
 
-    def __init__(self, augment: Sequence[str], mean: Sequence[float], std: Sequence[float], *,
-                 rotation_degrees: float, scale_range: Sequence[float], brightness: float, contrast: float,
-                 downscale_range: Sequence[float]):
+    def __init__(
+        self,
+        augment: Sequence[str],
+        mean: Sequence[float],
+        std: Sequence[float],
+        *,
+        rotation_degrees: float,
+        scale_range: Sequence[float],
+        brightness: float,
+        contrast: float,
+        downscale_range: Sequence[float],
+    ):
         self.augment = set(augment or [])
         self.mean, self.std = list(mean), list(std)
         self.rotation = float(rotation_degrees)
@@ -71,20 +82,36 @@ class BatchAugmenter:
         self.downscale_range = (float(downscale_range[0]), float(downscale_range[1]))
 
     @classmethod
-    def from_config(cls, config: "ModelConfig", mean, std) -> "BatchAugmenter":
+    def from_config(cls, config: ModelConfig, mean, std) -> BatchAugmenter:
         """The training augmentation of a model (its `augment` list and magnitudes)."""
-        return cls(config.augment, mean, std, rotation_degrees=config.rotation_degrees,
-                   scale_range=config.scale_range, brightness=config.brightness, contrast=config.contrast,
-                   downscale_range=config.downscale_range)
+        return cls(
+            config.augment,
+            mean,
+            std,
+            rotation_degrees=config.rotation_degrees,
+            scale_range=config.scale_range,
+            brightness=config.brightness,
+            contrast=config.contrast,
+            downscale_range=config.downscale_range,
+        )
 
     @classmethod
-    def normalize_only(cls, mean, std) -> "BatchAugmenter":
+    def normalize_only(cls, mean, std) -> BatchAugmenter:
         """No augmentation: uint8 -> normalised float (evaluation-style passes over training images)."""
-        return cls([], mean, std, rotation_degrees=0.0, scale_range=(1.0, 1.0), brightness=0.0, contrast=0.0,
-                   downscale_range=(1.0, 1.0))
+        return cls(
+            [],
+            mean,
+            std,
+            rotation_degrees=0.0,
+            scale_range=(1.0, 1.0),
+            brightness=0.0,
+            contrast=0.0,
+            downscale_range=(1.0, 1.0),
+        )
 
-    def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None,
-                 train: bool = True) -> torch.Tensor:
+    def __call__(
+        self, batch: torch.Tensor, generator: torch.Generator | None = None, train: bool = True
+    ) -> torch.Tensor:
         x = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
         if train and self.augment:
             x = self._augment(x, generator)
@@ -95,11 +122,18 @@ class BatchAugmenter:
 
     def _augment(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
         n = x.shape[0]
-        flip = (torch.rand(n, generator=g) < 0.5) if "hflip" in self.augment else torch.zeros(n, dtype=torch.bool)
+        flip = (
+            (torch.rand(n, generator=g) < 0.5)
+            if "hflip" in self.augment
+            else torch.zeros(n, dtype=torch.bool)
+        )
         geometric = {"rotation", "scale"} & self.augment
         if geometric:
-            angle = (self._rand(n, g, -self.rotation, self.rotation) * math.pi / 180.0
-                     if "rotation" in self.augment else torch.zeros(n))
+            angle = (
+                self._rand(n, g, -self.rotation, self.rotation) * math.pi / 180.0
+                if "rotation" in self.augment
+                else torch.zeros(n)
+            )
             zoom = self._rand(n, g, *self.scale_range) if "scale" in self.augment else torch.ones(n)
             sx = torch.where(flip, -1.0, 1.0) / zoom  # sampling grid: zoom in = smaller grid
             sy = 1.0 / zoom
@@ -131,6 +165,6 @@ class BatchAugmenter:
         out = x.clone()
         for i in pick.nonzero().flatten().tolist():
             small = max(4, int(round(side * float(fraction[i]))))
-            low = F.interpolate(x[i:i + 1], size=(small, small), mode="area")
-            out[i:i + 1] = F.interpolate(low, size=(side, side), mode="bilinear", align_corners=False)
+            low = F.interpolate(x[i : i + 1], size=(small, small), mode="area")
+            out[i : i + 1] = F.interpolate(low, size=(side, side), mode="bilinear", align_corners=False)
         return out.clamp_(0.0, 1.0)
