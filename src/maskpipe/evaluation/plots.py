@@ -152,7 +152,7 @@ def prediction_grid_png(items: Sequence[dict], path: Path, title: str) -> Path:
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
-    for ax, item in zip(axes, items, strict=True):
+    for ax, item in zip(axes, items, strict=False):  # more axes than items: the rest stay blank
         ax.imshow(item["image"])
         ok = item["correct"]
         colour = "#1a7f37" if ok else "#c62828"

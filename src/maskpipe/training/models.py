@@ -107,7 +107,7 @@ def _load_backbone(model: nn.Module, config: ModelConfig, arch: str, drop_prefix
     if state is None:
         return
     state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)}
-    missing, unexpected = model.load_state_dict(state, strict=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(drop_prefixes)]
     if missing or unexpected:
         raise ValueError(
