@@ -340,7 +340,8 @@ def get_detector(settings: DetectorSettings) -> FaceDetector:
 SIZE_BUCKETS = ((0, 16), (16, 32), (32, 64), (64, 10**9))
 
 
-def _bucket(width: float) -> str:
+def size_bucket(width: float) -> str:
+    """The face-width bucket (SIZE_BUCKETS) a box falls in: "16-32px", ">=64px"."""
     for lo, hi in SIZE_BUCKETS:
         if lo <= width < hi:
             return f"{lo}-{hi}px" if hi < 10**9 else f">={lo}px"
@@ -382,7 +383,7 @@ def detection_recall(
             used_g.add(gi)
             used_d.add(di)
         for gi, g in enumerate(boxes):
-            b = buckets.setdefault(_bucket(g[2] - g[0]), [0, 0])
+            b = buckets.setdefault(size_bucket(g[2] - g[0]), [0, 0])
             b[0] += 1
             b[1] += gi in used_g
             best = max(dets, key=lambda d: iou(g, d.raw_box), default=None)
@@ -399,7 +400,7 @@ def detection_recall(
                 )
         faces += len(boxes)
         found += len(used_g)
-    order = [_bucket(lo) for lo, _ in SIZE_BUCKETS]
+    order = [size_bucket(lo) for lo, _ in SIZE_BUCKETS]
     return {
         "detector": detector.settings.to_dict(),
         "iou_threshold": iou_threshold,

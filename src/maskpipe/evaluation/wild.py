@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from maskpipe.detect import SIZE_BUCKETS, iou
+from maskpipe.detect import SIZE_BUCKETS, iou, size_bucket
 
 Box = tuple[float, float, float, float]
 KAGGLE = "kaggle_face_mask_detection"
@@ -127,13 +127,6 @@ def greedy_match(
     return out
 
 
-def _bucket(width: float) -> str:
-    for lo, hi in SIZE_BUCKETS:
-        if lo <= width < hi:
-            return f"{lo}-{hi}px" if hi < 10**9 else f">={lo}px"
-    return "?"
-
-
 def detection_stats(
     photos: Sequence[Photo], predictions: Sequence[Sequence[dict]], iou_threshold: float = 0.5
 ) -> dict[str, Any]:
@@ -148,7 +141,7 @@ def detection_stats(
         detections += len(preds)
         matched += len(pairs)
         for gi, (box, label) in enumerate(zip(photo.boxes, photo.labels, strict=True)):
-            b = buckets.setdefault(_bucket(box[2] - box[0]), [0, 0])
+            b = buckets.setdefault(size_bucket(box[2] - box[0]), [0, 0])
             b[0] += 1
             if gi in found:
                 b[1] += 1
@@ -156,7 +149,7 @@ def detection_stats(
                 right += got == label
                 row = confusion.setdefault(label, {})
                 row[got] = row.get(got, 0) + 1
-    order = [_bucket(lo) for lo, _ in SIZE_BUCKETS]
+    order = [size_bucket(lo) for lo, _ in SIZE_BUCKETS]
     nan = float("nan")
     return {
         "faces": faces,

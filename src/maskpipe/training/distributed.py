@@ -186,17 +186,8 @@ class ShardedBatchLoader(BatchLoader):
             world_size=ctx.world_size,
         )
 
-    def plain(self) -> BatchLoader:
-        """All images in order on every rank (BatchNorm recalibration gives identical statistics)."""
-        return BatchLoader(
-            self.images,
-            self.batch_size,
-            self.augmenter,
-            train=False,
-            seed=self.seed,
-            device=self.device,
-            prefetch=self.prefetch,
-        )
+    # plain() is BatchLoader's: all images in order on every rank, so BatchNorm recalibration
+    # gives identical statistics on every rank
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.sampler), self.batch_size)
