@@ -130,7 +130,9 @@ def test_training_logs_to_the_postgres_tracking_server(tracking_server, postgres
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     mlmodel = download_artifacts(
-        artifact_uri=f"models:/maskpipe-{MODEL}/latest", dst_path=str(tmp_path / "served")
+        artifact_uri=f"models:/maskpipe-{MODEL}/latest",
+        dst_path=str(tmp_path / "served"),
+        tracking_uri=uri,  # an earlier test in this process may have set mlflow's global URI
     )
     assert (Path(mlmodel) / "MLmodel").is_file()
 

@@ -117,24 +117,40 @@ class MlflowTracker:
         return mlflow
 
     def set_tags(self, tags) -> None:
-        self._mlflow().set_tags(dict(tags))
+        from maskpipe.tracking import deferred_signals
+
+        with deferred_signals():
+            self._mlflow().set_tags(dict(tags))
 
     def log_params(self, params) -> None:
-        self._mlflow().log_params(dict(params))
+        from maskpipe.tracking import deferred_signals
+
+        with deferred_signals():
+            self._mlflow().log_params(dict(params))
 
     def log_metrics(self, metrics, step=None) -> None:
-        self._mlflow().log_metrics(dict(metrics), step=step)
+        from maskpipe.tracking import deferred_signals
+
+        with deferred_signals():
+            self._mlflow().log_metrics(dict(metrics), step=step)
 
     def log_epoch(self, row, step) -> None:
         from maskpipe import tracking
 
-        tracking.log_history_metrics(dict(row), step=step)
+        with tracking.deferred_signals():  # SIGTERM between epochs' writes, never inside one
+            tracking.log_history_metrics(dict(row), step=step)
 
     def log_artifact(self, path, artifact_path) -> None:
-        self._mlflow().log_artifact(str(path), artifact_path=artifact_path)
+        from maskpipe.tracking import deferred_signals
+
+        with deferred_signals():
+            self._mlflow().log_artifact(str(path), artifact_path=artifact_path)
 
     def log_dict(self, data, artifact_file) -> None:
-        self._mlflow().log_dict(dict(data), artifact_file)
+        from maskpipe.tracking import deferred_signals
+
+        with deferred_signals():
+            self._mlflow().log_dict(dict(data), artifact_file)
 
     def log_model(self, model_path, model_name) -> None:
         from maskpipe import tracking

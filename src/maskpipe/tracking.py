@@ -21,6 +21,7 @@ import contextlib
 import importlib
 import json
 import os
+import signal
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -31,6 +32,30 @@ from urllib.parse import unquote, urlparse
 from maskpipe.io import write_json
 from maskpipe.params import flatten
 from maskpipe.paths import repo_root
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Ctrl-C / SIGTERM wait until the block ends (then arrive as usual).
+
+    A stage stops by turning the signal into KeyboardInterrupt wherever Python happens to be. Inside
+    an MLflow write that leaves SQLite mid-transaction, and marking the run KILLED then failed with
+    "database is locked" (the stage exited 1 instead of 130). Blocking the signals for the few
+    milliseconds of a write makes the interrupt land between writes.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
 
 EXPERIMENT = "maskpipe"
 RUN_FILE = "mlflow_run.json"
@@ -185,23 +210,39 @@ def start_run(
         "dvc.exp_baseline_rev": ctx["dvc_exp_baseline_rev"],
         **(extra_tags or {}),
     }
-    if run_id is None:
-        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(model_name, ctx), tags=tags)
-    else:
-        run = mlflow.start_run(run_id=run_id)
-        mlflow.set_tags(tags)
+    with deferred_signals():
+        if run_id is None:
+            run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(model_name, ctx), tags=tags)
+        else:
+            run = mlflow.start_run(run_id=run_id)
+            mlflow.set_tags(tags)
     try:
         if params and run_id is None:
-            mlflow.log_params({k: _param_value(v) for k, v in flatten(params).items()})
+            with deferred_signals():
+                mlflow.log_params({k: _param_value(v) for k, v in flatten(params).items()})
         yield run
     except KeyboardInterrupt:
-        mlflow.end_run(status="KILLED")
+        _end_run("KILLED")
         raise
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        _end_run("FAILED")
         raise
     else:
-        mlflow.end_run(status="FINISHED")
+        with deferred_signals():
+            mlflow.end_run(status="FINISHED")
+
+
+def _end_run(status: str) -> None:
+    """Mark the active run ended while an exception is on its way out: a store error here must not
+    replace that exception (the stage's exit code and message come from it)."""
+    mlflow = _mlflow()
+    try:
+        with deferred_signals():
+            mlflow.end_run(status=status)
+    except Exception as exc:  # noqa: BLE001  (any store error: the original exception matters more)
+        warnings.warn(
+            f"could not mark the MLflow run {status}: {exc.__class__.__name__}: {exc}", stacklevel=2
+        )
 
 
 def run_info(run: Any) -> dict[str, str]:
