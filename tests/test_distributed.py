@@ -84,6 +84,21 @@ def test_shards_cover_every_image_once_per_epoch_with_equal_batch_counts():
 
 
 @pytest.mark.slow
+def test_balanced_sampler_is_refused_under_several_processes():
+    """DistributedSampler's order would silently replace the class-balanced draw: say so instead."""
+    from maskpipe.settings import ConfigError
+    from maskpipe.training.data import BatchLoader, InMemoryImages
+    from maskpipe.training.distributed import DistContext
+    from maskpipe.training.transforms import BatchAugmenter
+
+    images = InMemoryImages(np.zeros((6, 3, 4, 4), dtype=np.uint8), np.array([0, 0, 0, 0, 1, 2]))
+    loader = BatchLoader(
+        images, 2, BatchAugmenter.normalize_only([0] * 3, [1] * 3), train=True, balanced=True
+    )
+    with pytest.raises(ConfigError, match="class_balance: sampler is not supported"):
+        ShardedBatchLoader.from_loader(loader, DistContext(rank=0, world_size=2))
+
+
 def test_two_gloo_processes_train_like_one(tmp_path, monkeypatch):
     one, two = tmp_path / "one", tmp_path / "two"
     _fake_repo(one, _params(1))

@@ -174,6 +174,11 @@ class ShardedBatchLoader(BatchLoader):
 
     @classmethod
     def from_loader(cls, loader: BatchLoader, ctx: DistContext) -> ShardedBatchLoader:
+        if loader.balanced:  # DistributedSampler's order would silently replace the balanced draw
+            raise ConfigError(
+                "class_balance: sampler is not supported with train.nproc_per_node > 1 yet; "
+                "use class_balance: weights, or one process"
+            )
         return cls(
             loader.images,
             loader.batch_size,
