@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,20 @@ def tiny_repo(tmp_path_factory, shared):
     from tiny_pipeline import build_tiny_repo
 
     return build_tiny_repo(REPO, shared, tmp_path_factory.mktemp("tiny") / "maskpipe")
+
+
+@pytest.fixture(autouse=True)
+def _no_global_mlflow_uri():
+    """MLflow keeps the tracking / registry URI a test set (maskpipe.tracking sets one) in module
+    globals; the next test in this process would inherit it (an empty one even means ./mlruns)."""
+    outer = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)  # None: back to MLFLOW_TRACKING_URI / the default
+        mlflow.set_registry_uri(None)
+    for key, value in outer.items():  # set_tracking_uri also edits the environment
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

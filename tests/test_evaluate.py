@@ -336,7 +336,6 @@ def test_metrics_and_pngs_land_in_the_models_mlflow_run(tmp_path, monkeypatch):
     run_id = training_run.info.run_id
     out = run(tmp_path, "cnn", mlflow_run_file=model_dir / "mlflow_run.json")
 
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking.tracking_uri())
@@ -356,7 +355,6 @@ def test_metrics_and_pngs_land_in_the_models_mlflow_run(tmp_path, monkeypatch):
         "evaluation/cnn.json",
         "evaluation/summary.json",
     }
-    mlflow.set_tracking_uri("")  # leave no global state behind for other tests
 
 
 def test_oneclass_threshold_is_the_models_own_operating_point(tmp_path):

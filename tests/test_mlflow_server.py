@@ -127,12 +127,14 @@ def test_training_logs_to_the_postgres_tracking_server(tracking_server, postgres
         versions = client.search_model_versions(f"name='{name}'")
         assert [v.run_id for v in versions] == [run.info.run_id], name
     # as `MLFLOW_TRACKING_URI=http://... mlflow models serve -m models:/maskpipe-<m>/latest` resolves it
+    import mlflow
+
+    mlflow.set_tracking_uri(None)  # the environment decides, as in a fresh `mlflow models serve`
+    mlflow.set_registry_uri(None)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     mlmodel = download_artifacts(
-        artifact_uri=f"models:/maskpipe-{MODEL}/latest",
-        dst_path=str(tmp_path / "served"),
-        tracking_uri=uri,  # an earlier test in this process may have set mlflow's global URI
+        artifact_uri=f"models:/maskpipe-{MODEL}/latest", dst_path=str(tmp_path / "served")
     )
     assert (Path(mlmodel) / "MLmodel").is_file()
 
