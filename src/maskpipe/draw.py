@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from maskpipe import draw_layout
 from maskpipe.imaging import to_rgb
-from maskpipe.predict_report import ANOMALY
+from maskpipe.labels import ANOMALY
 
 LABEL_COLORS = {
     "with_mask": (34, 160, 70),

@@ -8,6 +8,8 @@ WITH_MASK = "with_mask"
 WITHOUT_MASK = "without_mask"
 INCORRECT = "mask_weared_incorrect"
 LABELS = (WITH_MASK, WITHOUT_MASK, INCORRECT)
+# what a one-class model calls a face it does not recognise as its class (not a dataset label)
+ANOMALY = "anomaly"
 
 # Spellings seen in the public datasets (VOC names, Face Mask 12K folders, MAFA re-annotation).
 _ALIASES = {

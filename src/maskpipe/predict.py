@@ -25,10 +25,11 @@ from typing import Any
 from maskpipe.decode import ImageTooLarge, NotAnImage, decode_image
 from maskpipe.draw import LABEL_COLORS, annotate
 from maskpipe.imaging import IMAGE_EXTENSIONS, is_image_file, not_regular_reason
+from maskpipe.labels import ANOMALY
 from maskpipe.predict_errors import PredictError
 from maskpipe.predict_folder import image_files, predict_images_in, scan_folder
 from maskpipe.predict_models import resolve_model
-from maskpipe.predict_report import ANOMALY, format_face, report_lines, summarize
+from maskpipe.predict_report import format_face, report_lines, summarize
 from maskpipe.predict_settings import PredictConfig, PredictSettings, repo_params
 from maskpipe.predictor import Predictor
 from maskpipe.video import VIDEO_EXTENSIONS, is_video_file, predict_video

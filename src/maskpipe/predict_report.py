@@ -21,8 +21,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-ANOMALY = "anomaly"
-
 
 def _faces_of(entry: dict[str, Any]) -> Iterable[dict[str, Any]]:
     if entry.get("type") == "video":

@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from maskpipe.labels import ANOMALY
 from maskpipe.training.losses import per_sample_reconstruction_error
-
-ANOMALY = "anomaly"
 
 
 class Task:
