@@ -112,3 +112,34 @@ def test_get_or_create_experiment_is_idempotent(tmp_path, monkeypatch):
     b = tracking.get_or_create_experiment()
     assert a == b
     assert Path(tmp_path / "m.db").exists()
+
+
+def test_a_stop_signal_during_a_write_arrives_after_it_even_from_another_thread():
+    """deferred_signals: SIGTERM sent while an MLflow write runs (delivered through any thread,
+    as the kernel may pick one of torch's) reaches the stage's handler only when the write ends."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from maskpipe.tracking import deferred_signals
+
+    seen = []
+
+    def stop(signum, frame):
+        seen.append("handler")
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(KeyboardInterrupt), deferred_signals():
+            sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGTERM))
+            sender.start()
+            sender.join()
+            for _ in range(200):  # bytecodes run: an undeferred handler would fire here
+                time.sleep(0.001)
+            seen.append("write done")
+        assert seen == ["write done", "handler"]
+        assert signal.getsignal(signal.SIGTERM) is stop
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -42,19 +42,39 @@ def deferred_signals() -> Iterator[None]:
 
     A stage stops by turning the signal into KeyboardInterrupt wherever Python happens to be. Inside
     an MLflow write that leaves SQLite mid-transaction, and marking the run KILLED then failed with
-    "database is locked" (the stage exited 1 instead of 130). Blocking the signals for the few
-    milliseconds of a write makes the interrupt land between writes.
+    "database is locked" (the stage exited 1 instead of 130). For the few milliseconds of a write
+    the stop signals only get recorded; the handler that was installed runs when the block ends.
+
+    Blocking them with pthread_sigmask was not enough: the kernel hands a process signal to any
+    thread that does not block it (torch and MLflow start threads), and CPython then runs the
+    Python handler in the main thread, inside the write (seen once in CI). Python handlers always
+    run in the main thread, so swapping the handler covers every delivery path.
     """
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    pending: list[int] = []
+    saved: dict[int, Any] = {}
     try:
+        for signum in _STOP_SIGNALS:
+            saved[signum] = signal.getsignal(signum)
+            signal.signal(signum, lambda got, _frame: pending.append(got))
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        if pending:
+            _deliver(pending[0], saved[pending[0]])
+
+
+def _deliver(signum: int, handler: Any) -> None:
+    """Run what a deferred signal would have run: the Python handler, or the default action."""
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)
 
 
 EXPERIMENT = "maskpipe"
