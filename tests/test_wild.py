@@ -184,3 +184,27 @@ def test_evaluate_wild_on_kaggle_photos_writes_every_output(shared, tmp_path):
         assert (out / name).stat().st_size > 0
     curves = list(out.glob("pr_*.csv"))
     assert curves and all(list(pd.read_csv(c).columns) == ["recall", "precision"] for c in curves)
+
+
+def test_per_class_scoring_ranks_every_face_in_every_class_list():
+    """Two annotated faces, both mask_weared_incorrect. The classifier calls the first with_mask
+    (0.6) with incorrect second (0.4), the second incorrect (0.7). Per-class scoring: the incorrect
+    list is 0.7 (TP), 0.4 (TP) -> AP 1; top-label scoring sees only the second -> recall 0.5, AP
+    51/101. The with_mask list (no annotated with_mask face) has no AP either way."""
+    photo = Photo(
+        path=None,
+        source_image="a.png",
+        boxes=[(0, 0, 10, 10), (20, 20, 30, 30)],
+        labels=["mask_weared_incorrect", "mask_weared_incorrect"],
+    )
+    first = face((0, 0, 10, 10), "with_mask", 1.0, 0.6)
+    first["probabilities"] = {"with_mask": 0.6, "without_mask": 0.0, "mask_weared_incorrect": 0.4}
+    second = face((20, 20, 30, 30), "mask_weared_incorrect", 1.0, 0.7)
+    second["probabilities"] = {"with_mask": 0.2, "without_mask": 0.1, "mask_weared_incorrect": 0.7}
+    per_class = average_precision([photo], [[first, second]], CLASSES)
+    top = average_precision([photo], [[first, second]], CLASSES, scoring="top_label")
+    assert per_class["ap"]["mask_weared_incorrect"] == pytest.approx(1.0)
+    assert top["ap"]["mask_weared_incorrect"] == pytest.approx(51 / 101, abs=1e-6)
+    assert per_class["ap"]["with_mask"] is None and per_class["map"] == pytest.approx(1.0)
+    with pytest.raises(WildError, match="scoring"):
+        average_precision([photo], [[first]], CLASSES, scoring="best")
