@@ -386,9 +386,27 @@ def test_plans_are_seeded_per_face():
     assert not any(p.color or p.texture for p in plans if p.mask_type == "gas")  # not in paint_types
 
 
+def test_incorrect_wear_weights_set_how_often_each_wear_is_drawn():
+    """params `incorrect_wear: {below_nose: 0.8, chin: 0.2}`: real incorrectly worn masks are
+    mostly pulled just under the nose; a plain list keeps the uniform draw (and its plans)."""
+    base = {"sources": ["lfw"], "mask_types": list(MASK_TYPES), "incorrect_fraction": 1.0}
+    weighted = Settings.from_params({**base, "incorrect_wear": {BELOW_NOSE: 4, ON_CHIN: 1}}, 42)
+    assert weighted.incorrect_wear == (BELOW_NOSE, ON_CHIN) and weighted.incorrect_wear_weights == (0.8, 0.2)
+    ids = [f"face-{i}" for i in range(2000)]
+    share = sum(plan_for(i, weighted).wear == BELOW_NOSE for i in ids) / len(ids)
+    assert 0.77 < share < 0.83
+    uniform = Settings.from_params({**base, "incorrect_wear": [BELOW_NOSE, ON_CHIN]}, 42)
+    assert 0.46 < sum(plan_for(i, uniform).wear == BELOW_NOSE for i in ids) / len(ids) < 0.54
+    with pytest.raises(SynthesisError, match="incorrect_wear: weights"):
+        Settings.from_params({**base, "incorrect_wear": {BELOW_NOSE: 0, ON_CHIN: 0}}, 42)
+    with pytest.raises(SynthesisError, match="incorrect_wear"):
+        Settings.from_params({**base, "incorrect_wear": {"inpaint": 1}}, 42)
+
+
 @pytest.mark.parametrize(
     "section, problem",
     [
+        ({"sources": ["lfw"], "mask_types": ["surgical"], "variants": 0}, "variants"),
         ({"sources": ["lfw"], "mask_types": ["surgical"], "colour": 1}, "unknown key"),
         ({"sources": ["lfw"], "mask_types": []}, "mask_types: empty"),
         ({"sources": ["lfw"], "mask_types": ["surgical"], "incorrect_fraction": 1.5}, "incorrect_fraction"),
@@ -487,6 +505,36 @@ def test_run_writes_contract_outputs_deterministically(shared, crop_index):
 
     preview = render_preview(records, root, 24, "test")
     assert preview.width > 1000 and preview.height > 150
+
+
+def test_variants_draw_several_masked_versions_of_each_source_face(shared, crop_index, tmp_path):
+    """`variants: 2`: each source face is masked twice, each version with its own plan; the first
+    version is the file `variants: 1` writes, and both keep the source face's split."""
+    root, index = crop_index
+    one = run_synthesis(
+        index, shared / "masktheface", tmp_path / "one", settings(workers=1), base=root, progress=False
+    )
+    two = run_synthesis(
+        index,
+        shared / "masktheface",
+        tmp_path / "two",
+        settings(workers=2, variants=2),
+        base=root,
+        progress=False,
+    )
+    assert two.faces == 2 * one.faces
+    assert two.records["synth_id"].is_unique
+    assert set(one.records["synth_id"]) <= set(two.records["synth_id"])
+    per_source = two.records.groupby("source_face_id")["synth_id"].count()
+    assert per_source.max() == 2
+    first = one.records.iloc[0]
+    with (
+        Image.open(tmp_path / "one" / first["label"] / f"{first['synth_id']}.png") as a,
+        Image.open(tmp_path / "two" / first["label"] / f"{first['synth_id']}.png") as b,
+    ):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    splits = two.records.groupby("source_face_id")["split"].nunique()
+    assert (splits == 1).all()
 
 
 def test_run_without_source_faces_is_a_clear_error(shared, crop_index, tmp_path):

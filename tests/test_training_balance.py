@@ -4,6 +4,7 @@ balanced sampler, class weights, validation macro-F1, train-only datasets, downs
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from training_fakes import ALL_DATASETS, make_crops, make_synthetic, repo_params, tiny_params
@@ -163,3 +164,19 @@ def test_downscale_blurs_about_half_the_images_deterministically():
     i = int(changed.nonzero()[0])
     assert out[i].diff(dim=-1).abs().mean() < (x[i].float() / 255).diff(dim=-1).abs().mean()
     assert torch.equal(aug(x, train=False), x.float() / 255)
+
+
+def test_synthetic_variants_keep_the_first_masked_versions_of_each_face(fake):
+    """models.<m>.synthetic_variants: n keeps versions 0..n-1 of each source face (index column
+    `variant`); null keeps all; an index without the column counts as all version 0."""
+    crops, synth = fake
+    doubled = pd.concat([synth.assign(variant=0), synth.assign(variant=1, path=synth["path"] + ".v1.png")])
+    p = params(profile="seed")
+    every = select_samples(crops, doubled, p, "train")
+    first = select_samples(crops, doubled, p.replace(synthetic_variants=1), "train")
+    plain = select_samples(crops, synth, p.replace(synthetic_variants=1), "train")
+    n_synth = (synth["split"] == "train").sum()
+    assert (every["dataset"] == "synthetic").sum() == 2 * n_synth
+    assert (first["dataset"] == "synthetic").sum() == n_synth == (plain["dataset"] == "synthetic").sum()
+    assert not first["path"].str.endswith(".v1.png").any()
+    assert set(first["path"]) == set(plain["path"])  # the unmasked sources stay the same

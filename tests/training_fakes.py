@@ -117,6 +117,7 @@ def make_synthetic(
                 "box",
                 "correct" if label == "with_mask" else "chin",
                 src["split"],
+                0,
             ]
         )
     df = pd.DataFrame(rows, columns=SYNTH_COLS)

@@ -24,7 +24,7 @@ CROP_DUPLICATE_COLUMNS = (
 # --------------------------------------------------------------------------- data/synthetic/
 SYNTH_INDEX_COLUMNS = (
     "synth_id", "path", "mask_path", "source_face_id", "source_crop", "source_dataset", "label",
-    "mask_type", "color", "texture", "tilt", "landmark_method", "wear", "split",
+    "mask_type", "color", "texture", "tilt", "landmark_method", "wear", "split", "variant",
 )  # fmt: skip
 SYNTH_SKIP_COLUMNS = (
     "source_face_id", "source_crop", "source_dataset", "split", "landmark_method", "reason_code", "reason",

@@ -85,7 +85,7 @@ class EvaluateConfig(Section):
     pretrained_baseline: bool = option(
         True, doc="one-class: also a Gaussian on ImageNet MobileNetV2 features"
     )
-    pretrained_layer: int = option(13, ge=1, le=18, doc="MobileNetV2 features[:layer + 1]")
+    pretrained_layer: int = option(16, ge=1, le=18, doc="MobileNetV2 features[:layer + 1]")
     pretrained_size: int = option(160, ge=32, le=512, doc="pixels the face is resized to for the features")
     pretrained_region: str = option("lower", choices=("lower", "full"), doc="feature map averaged over")
 

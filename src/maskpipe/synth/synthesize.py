@@ -76,6 +76,8 @@ class Settings:
     paint_types: tuple[str, ...] = ()
     incorrect_fraction: float = 0.25
     incorrect_wear: tuple[str, ...] = (BELOW_NOSE, ON_CHIN)
+    # relative frequency of each incorrect_wear entry (params: a mapping wear -> weight); () = uniform
+    incorrect_wear_weights: tuple[float, ...] = ()
     # below_nose top edge, drawn per face in [low, high]: 0 = right under the nose, 1 = at the lip
     below_nose_depth: tuple[float, float] = (BELOW_NOSE_DEPTH, BELOW_NOSE_DEPTH)
     # resample each image to its source face's own pixel size and back: a small face from a
@@ -91,13 +93,16 @@ class Settings:
     max_faces: int | None = None
     workers: int = 2
     preview_pairs: int = 24
+    # masked versions drawn per source face (each its own mask type, colour, wear and depth): the
+    # rare class needs more faces than there are unmasked sources
+    variants: int = 1
     seed: int = 0
 
     @classmethod
     def from_params(
         cls, section: dict[str, Any], seed: int, where: str = "params.yaml synthesize"
     ) -> Settings:
-        known = set(cls.__dataclass_fields__) - {"seed"}
+        known = set(cls.__dataclass_fields__) - {"seed", "incorrect_wear_weights"}
         unknown = sorted(set(section) - known)
         if unknown:
             raise SynthesisError(f"{where}: unknown key(s) {', '.join(unknown)}")
@@ -112,6 +117,12 @@ class Settings:
                 ):
                     raise SynthesisError(f"{where}.{key}: expected [low, high], got {value!r}")
                 value = (float(value[0]), float(value[1]))
+            elif key == "incorrect_wear" and isinstance(value, dict):  # {below_nose: 3, chin: 1}
+                weights = list(value.values())
+                if not all(isinstance(w, (int, float)) and w >= 0 for w in weights) or sum(weights) <= 0:
+                    raise SynthesisError(f"{where}.{key}: weights must be numbers >= 0, not all 0: {value!r}")
+                values["incorrect_wear_weights"] = tuple(float(w) / sum(weights) for w in weights)
+                value = tuple(str(k) for k in value)
             elif isinstance(default, tuple) or key in ("sources", "mask_types"):
                 if not isinstance(value, (list, tuple)):
                     raise SynthesisError(f"{where}.{key}: expected a list, got {value!r}")
@@ -161,6 +172,8 @@ class Settings:
             raise SynthesisError(f"{where}.max_faces: null or >= 1")
         if int(self.workers) < 1:
             raise SynthesisError(f"{where}.workers: at least 1")
+        if not isinstance(self.variants, int) or self.variants < 1:
+            raise SynthesisError(f"{where}.variants: an integer >= 1, got {self.variants!r}")
 
 
 # --------------------------------------------------------------------------- per-face plan
@@ -185,7 +198,8 @@ def face_seed(seed: int, face_id: str) -> int:
 def plan_for(face_id: str, settings: Settings) -> Plan:
     rng = np.random.default_rng(face_seed(settings.seed, face_id))
     incorrect = rng.random() < settings.incorrect_fraction
-    wear = str(rng.choice(list(settings.incorrect_wear))) if incorrect else CORRECT
+    weights = list(settings.incorrect_wear_weights) or None
+    wear = str(rng.choice(list(settings.incorrect_wear), p=weights)) if incorrect else CORRECT
     mask_type = str(rng.choice(list(settings.mask_types)))
     paint = rng.random()
     color = texture = ""
@@ -524,10 +538,17 @@ def _init_worker(masktheface: str, settings: Settings, base: str, out_tmp: str, 
     )
 
 
+def variant_key(face_id: str, variant: int) -> str:
+    """The id a synthetic face's plan and file name come from: the source face id for the first
+    version (so ``variants: 1`` gives the files it always gave), ``<face id>#v<k>`` after it."""
+    return face_id if variant == 0 else f"{face_id}#v{variant}"
+
+
 def _process(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     settings: Settings = _WORKER["settings"]
     face_id = str(row["face_id"])
-    plan = plan_for(face_id, settings)
+    key = variant_key(face_id, int(row.get("variant", 0)))
+    plan = plan_for(key, settings)
     skip = {"source_face_id": face_id, "source_crop": row["crop_path"], "source_dataset": row["dataset"],
             "split": row["split"], "landmark_method": ""}  # fmt: skip
     try:
@@ -559,7 +580,7 @@ def _process(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         reason = "; ".join(f"{wear}: {exc}" for wear, exc in failures)
         return "skip", {**skip, "reason_code": failures[0][1].code, "reason": reason, "label": plan.label,
                         "wear": plan.wear, "mask_type": plan.mask_type}  # fmt: skip
-    synth_id = synth_id_for(face_id)
+    synth_id = synth_id_for(key)
     out_tmp: Path = _WORKER["out_tmp"]
     result.image.save(out_tmp / plan.label / f"{synth_id}.png")
     result.mask.save(out_tmp / "masks" / f"{synth_id}.png")
@@ -579,6 +600,7 @@ def _process(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         "landmark_method": landmarks.method,
         "wear": plan.wear,
         "split": row["split"],
+        "variant": int(row.get("variant", 0)),
         "template": result.template,
         "detector_agreed": landmarks.detector_agreed,
     }
@@ -621,7 +643,7 @@ def run_synthesis(
         raise SynthesisError(
             f"{crops_index}: no {WITHOUT_MASK} faces from {', '.join(settings.sources)} (params synthesize.sources)"
         )
-    rows = faces.to_dict("records")
+    rows = [{**row, "variant": v} for v in range(settings.variants) for row in faces.to_dict("records")]
     out_dir = Path(out_dir)
     out_rel = _relative_out(out_dir, base)
     from tqdm import tqdm
@@ -656,7 +678,7 @@ def run_synthesis(
         skipped = skipped.sort_values("source_face_id", kind="stable").reset_index(drop=True)
         write_csv(tmp / "index.csv", records)
         write_csv(tmp / "skipped.csv", skipped)
-    return RunResult(len(rows), records, skipped)
+    return RunResult(len(rows), records, skipped)  # faces: source faces x variants
 
 
 def _counts(series: pd.Series) -> dict[str, int]:

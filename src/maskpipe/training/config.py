@@ -113,6 +113,9 @@ class ModelConfig(Section):
     train_only_datasets: list[str] = option([], doc="used for training only; left out of val and test")
     # -- data and augmentation
     max_samples: int | None = option(None, ge=1, doc="per split; null = all")
+    synthetic_variants: int | None = option(
+        None, ge=1, doc="synthetic faces: the first n masked versions of each source face; null = all"
+    )
     augment: list[str] = option([], choices=AUGMENTS)
     rotation_degrees: float = option(15.0, ge=0, le=180)
     scale_range: tuple[float, float] = option((0.85, 1.15), doc="scale augmentation: zoom range")

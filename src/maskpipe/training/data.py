@@ -81,13 +81,17 @@ def read_synthetic(path="data/synthetic/index.csv") -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------ selection
-def _synthetic_rows(crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, split: str) -> pd.DataFrame:
+def _synthetic_rows(
+    crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, split: str, variants: int | None = None
+) -> pd.DataFrame:
     if synth_df is None or synth_df.empty:
         return pd.DataFrame(columns=["path", "label", "dataset"])
     synth = synth_df[synth_df["split"] == split]
+    if variants is not None and "variant" in synth.columns:  # an index from before `variants`: all are 0
+        synth = synth[pd.to_numeric(synth["variant"], errors="coerce").fillna(0) < variants]
     positives = pd.DataFrame({"path": synth["path"], "label": synth["label"], "dataset": SYNTHETIC})
     # negatives: the unmasked faces the synthetic ones were made from (same split, same people)
-    sources = set(synth_df.loc[synth_df["split"] == split, "source_face_id"])
+    sources = set(synth["source_face_id"])
     neg = crops_df[crops_df["face_id"].isin(sources) & (crops_df["label"] == NEGATIVE_LABEL)]
     negatives = pd.DataFrame({"path": neg["crop_path"], "label": neg["label"], "dataset": neg["dataset"]})
     return pd.concat([positives, negatives], ignore_index=True)
@@ -130,7 +134,7 @@ def select_samples(
     parts = []
     for name in wanted:
         if name == SYNTHETIC:
-            parts.append(_synthetic_rows(crops_df, synth_df, split))
+            parts.append(_synthetic_rows(crops_df, synth_df, split, config.synthetic_variants))
         else:
             rows = crops_df[(crops_df["dataset"] == name) & (crops_df["split"] == split)]
             parts.append(pd.DataFrame({"path": rows["crop_path"], "label": rows["label"], "dataset": name}))
