@@ -312,8 +312,8 @@ def test_autoencoder_threshold_auc_and_mahalanobis(tmp_path):
         "score_histogram_pretrained.png",
     ):
         assert (folder / f).exists(), f
-    # the pretrained-feature Gaussian (ImageNet MobileNetV2, block 13, lower half): 96 features
-    assert m["oneclass/pretrained_dim"] == 96
+    # the pretrained-feature Gaussian (ImageNet MobileNetV2, block 16, lower half): 160 features
+    assert m["oneclass/pretrained_dim"] == 160
     assert m["test/pretrained/roc_auc"] == pytest.approx(
         skm.roc_auc_score(anomaly, scored["score_pretrained"]), abs=1e-5
     )

@@ -171,7 +171,8 @@ def test_synthetic_variants_keep_the_first_masked_versions_of_each_face(fake):
     `variant`); null keeps all; an index without the column counts as all version 0."""
     crops, synth = fake
     doubled = pd.concat([synth.assign(variant=0), synth.assign(variant=1, path=synth["path"] + ".v1.png")])
-    p = params(profile="seed")
+    assert params(profile="seed").synthetic_variants == 1  # params.yaml: the 3-class model keeps one
+    p = params(profile="seed").replace(synthetic_variants=None)
     every = select_samples(crops, doubled, p, "train")
     first = select_samples(crops, doubled, p.replace(synthetic_variants=1), "train")
     plain = select_samples(crops, synth, p.replace(synthetic_variants=1), "train")
