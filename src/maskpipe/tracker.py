@@ -13,7 +13,6 @@ model is really logged.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -110,29 +109,22 @@ class MlflowTracker:
                 self._run = None
 
     @staticmethod
-    def _mlflow():
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        import mlflow
+    def _write(method: str, *args, **kwargs) -> None:
+        """One ``mlflow.<method>`` call, with Ctrl-C / SIGTERM held until it has finished
+        (tracking.deferred_signals: a stop inside a write leaves the SQLite store locked)."""
+        from maskpipe import tracking
 
-        return mlflow
+        with tracking.deferred_signals():
+            getattr(tracking._mlflow(), method)(*args, **kwargs)
 
     def set_tags(self, tags) -> None:
-        from maskpipe.tracking import deferred_signals
-
-        with deferred_signals():
-            self._mlflow().set_tags(dict(tags))
+        self._write("set_tags", dict(tags))
 
     def log_params(self, params) -> None:
-        from maskpipe.tracking import deferred_signals
-
-        with deferred_signals():
-            self._mlflow().log_params(dict(params))
+        self._write("log_params", dict(params))
 
     def log_metrics(self, metrics, step=None) -> None:
-        from maskpipe.tracking import deferred_signals
-
-        with deferred_signals():
-            self._mlflow().log_metrics(dict(metrics), step=step)
+        self._write("log_metrics", dict(metrics), step=step)
 
     def log_epoch(self, row, step) -> None:
         from maskpipe import tracking
@@ -141,16 +133,10 @@ class MlflowTracker:
             tracking.log_history_metrics(dict(row), step=step)
 
     def log_artifact(self, path, artifact_path) -> None:
-        from maskpipe.tracking import deferred_signals
-
-        with deferred_signals():
-            self._mlflow().log_artifact(str(path), artifact_path=artifact_path)
+        self._write("log_artifact", str(path), artifact_path=artifact_path)
 
     def log_dict(self, data, artifact_file) -> None:
-        from maskpipe.tracking import deferred_signals
-
-        with deferred_signals():
-            self._mlflow().log_dict(dict(data), artifact_file)
+        self._write("log_dict", dict(data), artifact_file)
 
     def log_model(self, model_path, model_name) -> None:
         from maskpipe import tracking

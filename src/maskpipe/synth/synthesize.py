@@ -547,7 +547,8 @@ def variant_key(face_id: str, variant: int) -> str:
 def _process(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     settings: Settings = _WORKER["settings"]
     face_id = str(row["face_id"])
-    key = variant_key(face_id, int(row.get("variant", 0)))
+    variant = int(row.get("variant", 0))
+    key = variant_key(face_id, variant)
     plan = plan_for(key, settings)
     skip = {"source_face_id": face_id, "source_crop": row["crop_path"], "source_dataset": row["dataset"],
             "split": row["split"], "landmark_method": ""}  # fmt: skip
@@ -600,7 +601,7 @@ def _process(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         "landmark_method": landmarks.method,
         "wear": plan.wear,
         "split": row["split"],
-        "variant": int(row.get("variant", 0)),
+        "variant": variant,
         "template": result.template,
         "detector_agreed": landmarks.detector_agreed,
     }
