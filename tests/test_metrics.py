@@ -12,7 +12,13 @@ from maskpipe.evaluation.metrics import (
     numeric_metrics,
     roc_curve,
 )
-from maskpipe.evaluation.oneclass import MahalanobisScorer, anomaly_metrics, percentile_threshold
+from maskpipe.evaluation.oneclass import (
+    REGIONS,
+    MahalanobisScorer,
+    anomaly_metrics,
+    percentile_threshold,
+    region_mean,
+)
 
 CLASSES3 = ["with_mask", "without_mask", "mask_weared_incorrect"]
 
@@ -172,3 +178,21 @@ def test_mahalanobis_matches_scipy_and_separates_a_shifted_cluster():
     # more dimensions than samples: shrinkage keeps the covariance invertible
     wide = MahalanobisScorer.fit(rng.normal(size=(20, 64)))
     assert np.all(np.isfinite(wide.score(rng.normal(size=(4, 64)))))
+
+
+@pytest.mark.parametrize("size", [4, 5, 7])
+def test_region_mean_averages_only_its_box(size):
+    """`mouth` is the lower half without the outer fifths; at 4x4 that is rows 2-3, columns 1-2."""
+    import torch
+
+    fmap = torch.zeros(1, 2, size, size)
+    r0, r1, c0, c1 = REGIONS["mouth"]
+    top, bottom = round(r0 * size), round(r1 * size)
+    left, right = round(c0 * size), round(c1 * size)
+    fmap[:, 0, top:bottom, left:right] = 1.0  # channel 0: 1 inside the mouth box, 0 elsewhere
+    fmap[:, 1] = 3.0
+    assert region_mean(fmap, "mouth").tolist() == [[1.0, 3.0]]
+    assert region_mean(fmap, "full")[0, 0].item() == pytest.approx((bottom - top) * (right - left) / size**2)
+    assert region_mean(fmap, "lower")[0, 0].item() < 1.0  # the lower half also holds the sides
+    if size == 4:
+        assert (top, bottom, left, right) == (2, 4, 1, 3)

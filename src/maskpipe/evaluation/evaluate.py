@@ -86,8 +86,10 @@ class EvaluateConfig(Section):
         True, doc="one-class: also a Gaussian on ImageNet MobileNetV2 features"
     )
     pretrained_layer: int = option(16, ge=1, le=18, doc="MobileNetV2 features[:layer + 1]")
-    pretrained_size: int = option(160, ge=32, le=512, doc="pixels the face is resized to for the features")
-    pretrained_region: str = option("lower", choices=("lower", "full"), doc="feature map averaged over")
+    pretrained_size: int = option(128, ge=32, le=512, doc="pixels the face is resized to for the features")
+    pretrained_region: str = option(
+        "mouth", choices=("mouth", "lower", "full"), doc="feature map averaged over (oneclass.REGIONS)"
+    )
 
 
 class EvaluationError(ValueError):
