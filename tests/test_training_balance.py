@@ -181,3 +181,30 @@ def test_synthetic_variants_keep_the_first_masked_versions_of_each_face(fake):
     assert (first["dataset"] == "synthetic").sum() == n_synth == (plain["dataset"] == "synthetic").sum()
     assert not first["path"].str.endswith(".v1.png").any()
     assert set(first["path"]) == set(plain["path"])  # the unmasked sources stay the same
+
+
+def test_synthetic_labels_relabel_only_synthetic_faces(fake):
+    """models.<m>.synthetic_labels: {mask_weared_incorrect: with_mask} makes a mask under the nose a
+    positive of the binary model; real faces keep their labels; bad names fail at config time."""
+    crops, synth = fake
+    binary = resolve_model_config(repo_params(), "resnet50_binary_synthetic", profile="seed")
+    plain = select_samples(crops, synth, binary, "train")
+    relabelled = select_samples(
+        crops, synth, binary.replace(synthetic_labels={"mask_weared_incorrect": "with_mask"}), "train"
+    )
+    n_incorrect = int(((synth["split"] == "train") & (synth["label"] == "mask_weared_incorrect")).sum())
+    assert n_incorrect > 0
+    assert (relabelled["label"] == "with_mask").sum() == (plain["label"] == "with_mask").sum() + n_incorrect
+    assert set(relabelled["label_idx"]) == {0, 1}  # every row is one of the model's two classes
+    three = params(profile="seed").replace(synthetic_labels={"mask_weared_incorrect": "with_mask"})
+    real = select_samples(crops, synth, three, "train")
+    real = real[real["dataset"] != "synthetic"]
+    assert (real["label"] == "mask_weared_incorrect").any()  # real incorrect faces are untouched
+    with pytest.raises(ConfigError, match="synthetic_labels"):
+        binary.replace(synthetic_labels={"mask_weared_incorrect": "masked"})
+    with pytest.raises(ConfigError, match="add `synthetic` to datasets"):
+        resolve_model_config(repo_params(), "mask_cnn", profile="seed").replace(
+            synthetic_labels={"mask_weared_incorrect": "with_mask"}
+        )
+    with pytest.raises(ConfigError, match="bn_adapt_datasets"):
+        binary.replace(bn_adapt_datasets=["synthetic"])

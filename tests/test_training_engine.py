@@ -276,3 +276,38 @@ def test_stage_killed_mid_training_exits_clearly_and_resumes(fake_repo, tmp_path
     assert f"resuming after epoch {done}" in resumed.stdout
     hist = pd.read_csv(history)
     assert hist["epoch"].tolist() == list(range(1, len(hist) + 1)) and len(hist) > done
+
+
+def test_bn_adapt_stores_batchnorm_statistics_of_the_unlabelled_real_images(fake_repo):
+    """bn_adapt_datasets (AdaBN): after training, the trainable BatchNorm layers hold the statistics
+    of those datasets' train images (every label); frozen layers keep theirs."""
+    from maskpipe.imaging import open_rgb
+    from maskpipe.training.data import read_crops
+    from maskpipe.training.transforms import preprocess
+
+    name, real = "resnet50_binary_synthetic", ["kaggle_face_mask_detection", "mask_folders"]
+    entry = {"arch": "mobilenet_v2", "unfreeze_blocks": 3, "batch_size": 64, "max_samples": None}
+    params = tiny_params()
+    params["profiles"]["tiny"][name] = dict(entry)
+    train_model(name, params, TrainPaths(models_dir=fake_repo / "plain"), track=False, **QUIET)
+    params["profiles"]["tiny"][name] = dict(entry, bn_adapt_datasets=real)
+    adapted = train_model(name, params, TrainPaths(), track=False, **QUIET)
+    crops = read_crops("data/crops/index.csv")
+    rows = crops[crops["dataset"].isin(real) & (crops["split"] == "train")].sort_values("crop_path")
+    assert adapted["bn_adapted_images"] == len(rows) == 30  # 3 + 2 labels x 6, labels unused
+    model, meta = load_model(fake_repo / "data/models" / name / "model.pt")
+    before, _ = load_model(fake_repo / "plain" / name / "model.pt")
+    assert meta["bn_adapted"] == {"datasets": real, "images": 30}
+    batch = preprocess([open_rgb(p) for p in rows["crop_path"]], 32, meta["mean"], meta["std"])
+    last_bn, frozen_bn = model.backbone[-1][1], model.backbone[0][1]  # trainable / frozen block
+    seen = {}
+    last_bn.register_forward_pre_hook(lambda m, inp: seen.setdefault("x", inp[0].detach()))
+    with torch.no_grad():
+        model.train()  # one batch as in the adaptation pass (frozen blocks stay in eval mode)
+        model(batch)
+    x = seen["x"]
+    assert torch.allclose(last_bn.running_mean, x.mean(dim=(0, 2, 3)), atol=1e-4)
+    channel_var = x.transpose(0, 1).flatten(1).var(dim=1)  # unbiased, as BatchNorm keeps it
+    assert torch.allclose(last_bn.running_var, channel_var, rtol=1e-3)
+    assert not torch.allclose(before.backbone[-1][1].running_var, channel_var, rtol=0.05)
+    assert torch.equal(frozen_bn.running_mean, before.backbone[0][1].running_mean)

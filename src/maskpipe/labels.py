@@ -8,6 +8,8 @@ WITH_MASK = "with_mask"
 WITHOUT_MASK = "without_mask"
 INCORRECT = "mask_weared_incorrect"
 LABELS = (WITH_MASK, WITHOUT_MASK, INCORRECT)
+# the synthesize stage's masked faces, named like a dataset in models.<m>.datasets
+SYNTHETIC = "synthetic"
 # what a one-class model calls a face it does not recognise as its class (not a dataset label)
 ANOMALY = "anomaly"
 

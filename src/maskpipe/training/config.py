@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from maskpipe.labels import LABELS
+from maskpipe.labels import LABELS, SYNTHETIC
 from maskpipe.params import deep_merge
 from maskpipe.settings import ConfigError, Section, check_value, option, unknown_key_message
 from maskpipe.training.models import ARCHS
@@ -116,6 +116,13 @@ class ModelConfig(Section):
     synthetic_variants: int | None = option(
         None, ge=1, doc="synthetic faces: the first n masked versions of each source face; null = all"
     )
+    synthetic_labels: dict[str, str] = option(
+        {}, doc="synthetic faces relabelled for this model, e.g. {mask_weared_incorrect: with_mask}"
+    )
+    bn_adapt_datasets: list[str] = option(
+        [],
+        doc="after training, BatchNorm statistics re-estimated on these datasets' train images, labels unused",
+    )
     augment: list[str] = option([], choices=AUGMENTS)
     rotation_degrees: float = option(15.0, ge=0, le=180)
     scale_range: tuple[float, float] = option((0.85, 1.15), doc="scale augmentation: zoom range")
@@ -181,6 +188,15 @@ class ModelConfig(Section):
             )
         if self.train_only_datasets and set(self.train_only_datasets) >= set(self.datasets):
             raise self._bad("train_only_datasets", "leaves no dataset for validation and test")
+        for old, new in self.synthetic_labels.items():
+            if old not in LABELS or new not in LABELS:
+                raise self._bad(
+                    "synthetic_labels", f"{old}: {new}: both must be labels ({', '.join(LABELS)})"
+                )
+        if self.synthetic_labels and SYNTHETIC not in self.datasets:
+            raise self._bad("synthetic_labels", "relabels synthetic faces: add `synthetic` to datasets")
+        if SYNTHETIC in self.bn_adapt_datasets:
+            raise self._bad("bn_adapt_datasets", "adapts to real faces: name real datasets, not `synthetic`")
         low, high = self.downscale_range
         if not 0 < low <= high <= 1:
             raise self._bad(

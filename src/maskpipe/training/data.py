@@ -25,7 +25,7 @@ import os
 import queue
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from maskpipe.imaging import ImageReadError, open_rgb
 from maskpipe.io import atomic_path, write_json
+from maskpipe.labels import SYNTHETIC
 from maskpipe.training.transforms import BatchAugmenter, to_uint8_chw
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 SAMPLE_COLUMNS = ["path", "label", "label_idx", "dataset"]
 CROP_COLUMNS = ["face_id", "crop_path", "dataset", "label", "split"]
 SYNTH_COLUMNS = ["synth_id", "path", "source_face_id", "label", "split"]
-SYNTHETIC = "synthetic"
 NEGATIVE_LABEL = "without_mask"
 
 
@@ -82,14 +82,19 @@ def read_synthetic(path="data/synthetic/index.csv") -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------ selection
 def _synthetic_rows(
-    crops_df: pd.DataFrame, synth_df: pd.DataFrame | None, split: str, variants: int | None = None
+    crops_df: pd.DataFrame,
+    synth_df: pd.DataFrame | None,
+    split: str,
+    variants: int | None = None,
+    relabel: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     if synth_df is None or synth_df.empty:
         return pd.DataFrame(columns=["path", "label", "dataset"])
     synth = synth_df[synth_df["split"] == split]
     if variants is not None and "variant" in synth.columns:  # an index from before `variants`: all are 0
         synth = synth[pd.to_numeric(synth["variant"], errors="coerce").fillna(0) < variants]
-    positives = pd.DataFrame({"path": synth["path"], "label": synth["label"], "dataset": SYNTHETIC})
+    labels = synth["label"].replace(dict(relabel)) if relabel else synth["label"]
+    positives = pd.DataFrame({"path": synth["path"], "label": labels, "dataset": SYNTHETIC})
     # negatives: the unmasked faces the synthetic ones were made from (same split, same people)
     sources = set(synth["source_face_id"])
     neg = crops_df[crops_df["face_id"].isin(sources) & (crops_df["label"] == NEGATIVE_LABEL)]
@@ -134,7 +139,9 @@ def select_samples(
     parts = []
     for name in wanted:
         if name == SYNTHETIC:
-            parts.append(_synthetic_rows(crops_df, synth_df, split, config.synthetic_variants))
+            parts.append(
+                _synthetic_rows(crops_df, synth_df, split, config.synthetic_variants, config.synthetic_labels)
+            )
         else:
             rows = crops_df[(crops_df["dataset"] == name) & (crops_df["split"] == split)]
             parts.append(pd.DataFrame({"path": rows["crop_path"], "label": rows["label"], "dataset": name}))
