@@ -313,7 +313,7 @@ def test_autoencoder_threshold_auc_and_mahalanobis(tmp_path):
     ):
         assert (folder / f).exists(), f
     # the pretrained-feature Gaussian (ImageNet MobileNetV2, block 16, mouth region): 160 features
-    assert m["oneclass/pretrained_dim"] == 160
+    assert m["oneclass/pretrained_dim"] == 160 and m["oneclass/pretrained_train_n"] == 12
     assert m["test/pretrained/roc_auc"] == pytest.approx(
         skm.roc_auc_score(anomaly, scored["score_pretrained"]), abs=1e-5
     )

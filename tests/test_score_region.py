@@ -62,3 +62,33 @@ def test_a_profile_that_swaps_the_architecture_is_recorded():
     }
     assert resolve_model_config(all_params, "b", profile="cpu").seed_arch == "resnet50"
     assert resolve_model_config(all_params, "b", profile="seed").seed_arch is None
+
+
+def test_variance_scale_divides_the_error_by_the_inputs_own_variance():
+    """score_scale: variance = 1 - R^2: a flat image reconstructed as badly as a textured one in
+    absolute terms scores higher (its own variation was smaller)."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 8, 8)
+    x[1] = 0.5 + 0.1 * (x[1] - 0.5)  # image 1: the same pattern at a tenth of the contrast
+    recon = x + 0.05  # the same absolute error for both
+    mse = per_sample_reconstruction_error(recon, x)
+    scaled = per_sample_reconstruction_error(recon, x, scale="variance")
+    assert torch.allclose(mse[0], mse[1])
+    assert torch.allclose(scaled, mse / x.flatten(1).var(dim=1, unbiased=False))
+    assert scaled[1] > 50 * scaled[0]  # 1/0.1^2 = 100 times the share of the variance
+    lower = per_sample_reconstruction_error(recon, x, "lower", "variance")
+    assert torch.allclose(lower, mse / x[:, :, 4:].flatten(1).var(dim=1, unbiased=False))
+    with pytest.raises(ValueError, match="score_scale"):
+        per_sample_reconstruction_error(recon, x, scale="std")
+    with pytest.raises(ConfigError, match="score_scale"):
+        resolve_model_config({"models": {"ae": {**AE, "score_scale": "std"}}}, "ae", profile="seed")
+
+
+def test_input_box_is_checked():
+    ok = resolve_model_config(
+        {"models": {"ae": {**AE, "input_box": [0.45, 1.0, 0.15, 0.85]}}}, "ae", profile="seed"
+    )
+    assert ok.input_box == (0.45, 1.0, 0.15, 0.85)
+    for bad in ([0.5, 0.4, 0, 1], [0, 1, 0.2, 1.2], [0, 1, 0]):
+        with pytest.raises(ConfigError, match="input_box"):
+            resolve_model_config({"models": {"ae": {**AE, "input_box": bad}}}, "ae", profile="seed")

@@ -131,6 +131,33 @@ def test_tensor_cache_is_built_once_matches_preprocess_and_follows_content(fake,
     assert len(list((tmp_path / "cache" / "lfw" / "train").glob("24px-*.json"))) == 3
 
 
+def test_input_box_cuts_the_same_pixels_in_the_cache_and_at_inference(fake, tmp_path):
+    """models.<m>.input_box: the tensor cache (training) and preprocess_for (evaluate, predict,
+    serve, pyfunc) cut the same part of the crop; boxed and whole arrays are cached apart."""
+    from maskpipe.training.transforms import cut_box, preprocess_for
+
+    root, crops, _ = fake
+    box = (0.5, 1.0, 0.25, 0.75)
+    img = Image.new("RGB", (40, 40), (0, 0, 0))
+    img.paste((200, 10, 10), (10, 20, 30, 40))  # red exactly inside the box, black elsewhere
+    img.save(root / "boxed.png")
+    assert cut_box(img, box).size == (20, 20) and cut_box(img, None) is img
+    cache = TensorCache(tmp_path / "cache", base=root, workers=1, progress=False)
+    boxed = np.array(cache.get("x", "train", 16, ["boxed.png"], box)[0])
+    whole = np.array(cache.get("x", "train", 16, ["boxed.png"])[0])
+    assert (boxed == np.array([200, 10, 10], dtype=np.uint8).reshape(3, 1, 1)).all()
+    assert (whole == 0).any() and not np.array_equal(boxed, whole)
+    names = sorted(f.name.split("-")[0] for f in (tmp_path / "cache" / "x" / "train").glob("*.npy"))
+    assert names == ["16px", "16pxbox"]
+    meta = {"image_size": 16, "mean": [0, 0, 0], "std": [1, 1, 1], "input_box": list(box)}
+    ref = preprocess_for([Image.open(root / "boxed.png")], meta)[0]
+    assert torch.allclose(torch.from_numpy(boxed).float() / 255, ref, atol=1e-6)
+    old_meta = {k: v for k, v in meta.items() if k != "input_box"}  # an artifact from before the key
+    assert torch.allclose(
+        preprocess_for([img], old_meta)[0], torch.from_numpy(whole).float() / 255, atol=1e-6
+    )
+
+
 def test_corrupt_crop_is_a_clear_error(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     cache = TensorCache(tmp_path / "cache", base=tmp_path, workers=1, progress=False)

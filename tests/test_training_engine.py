@@ -311,3 +311,33 @@ def test_bn_adapt_stores_batchnorm_statistics_of_the_unlabelled_real_images(fake
     assert torch.allclose(last_bn.running_var, channel_var, rtol=1e-3)
     assert not torch.allclose(before.backbone[-1][1].running_var, channel_var, rtol=0.05)
     assert torch.equal(frozen_bn.running_mean, before.backbone[0][1].running_mean)
+
+
+def test_a_boxed_variance_scored_autoencoder_is_scored_alike_in_training_and_inference(fake_repo):
+    """input_box + score_scale travel with the artifact: the training-error percentiles (the
+    operating point) and predict_proba on the same images through preprocess_for agree."""
+    from maskpipe.imaging import open_rgb
+    from maskpipe.training.artifact import model_config
+    from maskpipe.training.data import read_crops, read_synthetic, select_samples
+    from maskpipe.training.predict import predict_proba
+    from maskpipe.training.transforms import preprocess_for
+
+    params = tiny_params(epochs=1)
+    box = [0.45, 1.0, 0.15, 0.85]
+    params["profiles"]["tiny"]["cae_oneclass"] = {"input_box": box, "score_scale": "variance"}
+    train_model("cae_oneclass", params, TrainPaths(), track=False, **QUIET)
+    model, meta = load_model(fake_repo / "data/models/cae_oneclass/model.pt")
+    assert meta["input_box"] == box and meta["params"]["score_scale"] == "variance"
+    train = select_samples(
+        read_crops("data/crops/index.csv"),
+        read_synthetic("data/synthetic/index.csv"),
+        model_config(meta),
+        "train",
+    )
+    scores = predict_proba(model, meta, preprocess_for([open_rgb(p) for p in train["path"]], meta))[:, 0]
+    pct = meta["error_percentiles"]
+    assert np.percentile(scores, 75) == pytest.approx(pct[75], rel=1e-4)
+    assert scores.min() == pytest.approx(pct[0], rel=1e-4) and scores.max() == pytest.approx(
+        pct[100], rel=1e-4
+    )
+    assert pct[50] > 0.05  # a ratio to the image's variance, not a raw MSE of ~1e-2

@@ -84,12 +84,11 @@ class Predictor:
     def classify(self, crops: Sequence[Image.Image]) -> list[dict[str, Any]]:
         """Label, confidence and probabilities for face crops (already padded and resized)."""
         from maskpipe.training.predict import predict_proba
-        from maskpipe.training.transforms import preprocess
+        from maskpipe.training.transforms import preprocess_for
 
         out: list[dict[str, Any]] = []
-        size, mean, std = int(self.meta["image_size"]), self.meta["mean"], self.meta["std"]
         for start in range(0, len(crops), self.settings.batch_size):
-            batch = preprocess(list(crops[start : start + self.settings.batch_size]), size, mean, std)
+            batch = preprocess_for(list(crops[start : start + self.settings.batch_size]), self.meta)
             scores = predict_proba(self.model, self.meta, batch)
             for row in scores:
                 out.append(self._face_fields(row))

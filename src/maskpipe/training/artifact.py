@@ -71,6 +71,7 @@ def save_model(
         "task": config.task,
         "classes": list(config.classes),
         "image_size": int(config.image_size),
+        "input_box": list(config.input_box) if config.input_box else None,
         "mean": [float(m) for m in mean],
         "std": [float(s) for s in std],
         "state_dict": state,

@@ -123,6 +123,10 @@ class ModelConfig(Section):
         [],
         doc="after training, BatchNorm statistics re-estimated on these datasets' train images, labels unused",
     )
+    input_box: tuple[float, float, float, float] | None = option(
+        None,
+        doc="(top, bottom, left, right) fractions of the face crop the model sees; null = all of it",
+    )
     augment: list[str] = option([], choices=AUGMENTS)
     rotation_degrees: float = option(15.0, ge=0, le=180)
     scale_range: tuple[float, float] = option((0.85, 1.15), doc="scale augmentation: zoom range")
@@ -139,6 +143,11 @@ class ModelConfig(Section):
         "full",
         choices=("full", "lower"),
         doc="one-class: reconstruction error over the full image or its lower half",
+    )
+    score_scale: str = option(
+        "none",
+        choices=("none", "variance"),
+        doc="one-class: variance = the error divided by the input's own pixel variance (1 - R^2)",
     )
     # -- set by the resolver
     seed: int = 0
@@ -197,6 +206,14 @@ class ModelConfig(Section):
             raise self._bad("synthetic_labels", "relabels synthetic faces: add `synthetic` to datasets")
         if SYNTHETIC in self.bn_adapt_datasets:
             raise self._bad("bn_adapt_datasets", "adapts to real faces: name real datasets, not `synthetic`")
+        if self.input_box is not None:
+            top, bottom, left, right = self.input_box
+            if not (0 <= top < bottom <= 1 and 0 <= left < right <= 1):
+                raise self._bad(
+                    "input_box",
+                    f"must be [top, bottom, left, right] with 0 <= top < bottom <= 1 and 0 <= left < right <= 1, "
+                    f"got {list(self.input_box)}",
+                )
         low, high = self.downscale_range
         if not 0 < low <= high <= 1:
             raise self._bad(

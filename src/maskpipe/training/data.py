@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from maskpipe.imaging import ImageReadError, open_rgb
 from maskpipe.io import atomic_path, write_json
 from maskpipe.labels import SYNTHETIC
-from maskpipe.training.transforms import BatchAugmenter, to_uint8_chw
+from maskpipe.training.transforms import BatchAugmenter, Box, to_uint8_chw
 
 if TYPE_CHECKING:
     from maskpipe.training.config import ModelConfig
@@ -177,15 +177,17 @@ def _worker_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _decode(args: tuple[str, int]) -> np.ndarray:
-    path, size = args
-    return to_uint8_chw(open_rgb(path), size)
+def _decode(args: tuple[str, int, Box | None]) -> np.ndarray:
+    path, size, box = args
+    return to_uint8_chw(open_rgb(path), size, box)
 
 
-def files_key(paths: Sequence[str], size: int, base: Path) -> str:
-    """Hash of the file list, their contents and the size: the cache key."""
+def files_key(paths: Sequence[str], size: int, base: Path, box: Box | None = None) -> str:
+    """Hash of the file list, their contents, the size and the input box: the cache key."""
     h = hashlib.blake2b(digest_size=12)
     h.update(f"size={size};n={len(paths)}\n".encode())
+    if box is not None:  # (keys of whole-image arrays stay as they were)
+        h.update(f"box={[float(v) for v in box]}\n".encode())
     for rel in paths:
         h.update(rel.encode() + b"\0")
         full = base / rel
@@ -213,31 +215,36 @@ class TensorCache:
         self.workers = max(1, int(workers))
         self.progress = progress
 
-    def file_for(self, dataset: str, split: str, size: int, key: str) -> Path:
-        return self.root / dataset / split / f"{size}px-{key}.npy"
+    def file_for(self, dataset: str, split: str, size: int, key: str, box: Box | None = None) -> Path:
+        return self.root / dataset / split / f"{size}px{'box' if box is not None else ''}-{key}.npy"
 
-    def get(self, dataset: str, split: str, size: int, paths: Sequence[str]) -> np.ndarray:
-        """The memory-mapped array for ``paths`` (in that order), built on first use."""
-        return self.get_keyed(dataset, split, size, paths)[0]
+    def get(
+        self, dataset: str, split: str, size: int, paths: Sequence[str], box: Box | None = None
+    ) -> np.ndarray:
+        """The memory-mapped array for ``paths`` (in that order), built on first use; ``box``: the
+        part of each image kept (models.<m>.input_box)."""
+        return self.get_keyed(dataset, split, size, paths, box)[0]
 
-    def get_keyed(self, dataset: str, split: str, size: int, paths: Sequence[str]) -> tuple[np.ndarray, str]:
+    def get_keyed(
+        self, dataset: str, split: str, size: int, paths: Sequence[str], box: Box | None = None
+    ) -> tuple[np.ndarray, str]:
         """(array, content key) — the key changes whenever a file or the file list changes."""
         paths = list(paths)
-        key = files_key(paths, size, self.base)
-        target = self.file_for(dataset, split, size, key)
+        key = files_key(paths, size, self.base, box)
+        target = self.file_for(dataset, split, size, key, box)
         if not target.exists():
-            self._build(target, paths, size, f"{dataset}/{split}@{size}px")
+            self._build(target, paths, size, f"{dataset}/{split}@{size}px", box)
         arr = np.load(target, mmap_mode="r")
         if arr.shape != (len(paths), 3, size, size) or arr.dtype != np.uint8:
             raise DataError(f"{target}: unexpected cache array {arr.shape} {arr.dtype}; delete it")
         return arr, key
 
-    def _build(self, target: Path, paths: list[str], size: int, what: str) -> None:
+    def _build(self, target: Path, paths: list[str], size: int, what: str, box: Box | None = None) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         gitignore = self.root / ".gitignore"
         if not gitignore.exists():
             gitignore.write_text("# tensor cache of maskpipe.training.data, rebuilt on demand\n*\n")
-        jobs = [(str(self.base / p), size) for p in paths]
+        jobs = [(str(self.base / p), size, box) for p in paths]
         with atomic_path(target, suffix=".npy") as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size))
             bar = tqdm(
@@ -259,7 +266,8 @@ class TensorCache:
                 bar.close()
             out.flush()
             del out
-        write_json(target.with_suffix(".json"), {"dataset_split_size": what, "n": len(paths), "paths": paths})
+        info = {"dataset_split_size": what, "box": box, "n": len(paths), "paths": paths}
+        write_json(target.with_suffix(".json"), info)
         self._prune(target)
 
     def _prune(self, newest: Path, keep: int = 3) -> None:
@@ -309,8 +317,9 @@ def load_images(
     split: str,
     size: int,
     cache: TensorCache,
+    box: Box | None = None,
 ) -> ImageSet:
-    """Cache-backed images for ``samples`` (from select_samples)."""
+    """Cache-backed images for ``samples`` (from select_samples), cut to ``box`` when given."""
     segments: list[np.ndarray] = []
     keys: list[str] = []
     seg_index = np.zeros(len(samples), dtype=np.int64)
@@ -321,7 +330,7 @@ def load_images(
         if not all(p in pos for p in group["path"]):  # a hand-made selection: cache just these
             full = sorted(group["path"])
             pos = {p: i for i, p in enumerate(full)}
-        arr, key = cache.get_keyed(str(dataset), split, size, full)
+        arr, key = cache.get_keyed(str(dataset), split, size, full, box)
         segments.append(arr)
         keys.append(key)
         seg_index[group.index.to_numpy()] = len(segments) - 1
@@ -481,7 +490,8 @@ def prepare_split(
             f"models.{config.name}: no {split} images for datasets {config.datasets} "
             f"and classes {config.classes} (are the datasets enabled and cropped?)"
         )
-    return SplitData(samples, load_images(samples, crops_df, synth_df, split, config.image_size, cache))
+    images = load_images(samples, crops_df, synth_df, split, config.image_size, cache, config.input_box)
+    return SplitData(samples, images)
 
 
 def class_counts(samples: pd.DataFrame) -> dict[str, int]:

@@ -81,20 +81,30 @@ def build_loss(config: ModelConfig, class_counts=None) -> nn.Module:
 
 
 SCORE_REGIONS = ("full", "lower")
+SCORE_SCALES = ("none", "variance")
 
 
 def per_sample_reconstruction_error(
-    recon: torch.Tensor, inputs: torch.Tensor, region: str = "full"
+    recon: torch.Tensor, inputs: torch.Tensor, region: str = "full", scale: str = "none"
 ) -> torch.Tensor:
     """Mean squared error per image (N,) — the anomaly score of the oneclass model.
 
     ``region: lower`` averages over the lower half of the image only (nose, mouth, chin: where a
     mask is or is not); the upper half (eyes, hair, background) reconstructs about equally badly
     for masked and unmasked faces and only adds noise to the score.
+    ``scale: variance`` divides by the variance of the input's pixels over the same region
+    (1 - R^2: the share of the image's own variation the model failed to reproduce), so that a
+    flat, blurry crop does not pass as normal merely because it is easy to reconstruct.
     """
-    err = (recon.float() - inputs.float()).pow(2)
+    x = inputs.float()
+    err = (recon.float() - x).pow(2)
     if region == "lower":
-        err = err[..., err.shape[-2] // 2 :, :]
+        err, x = err[..., err.shape[-2] // 2 :, :], x[..., x.shape[-2] // 2 :, :]
     elif region != "full":
         raise ValueError(f"score_region must be one of {', '.join(SCORE_REGIONS)}, got {region!r}")
-    return err.flatten(1).mean(1)
+    mse = err.flatten(1).mean(1)
+    if scale == "variance":
+        return mse / x.flatten(1).var(dim=1, unbiased=False).clamp_min(1e-6)
+    if scale != "none":
+        raise ValueError(f"score_scale must be one of {', '.join(SCORE_SCALES)}, got {scale!r}")
+    return mse

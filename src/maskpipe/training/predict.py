@@ -12,8 +12,9 @@ from maskpipe.training.tasks import get_task
 @torch.no_grad()
 def model_scores(model: nn.Module, meta: dict, batch: torch.Tensor) -> torch.Tensor:
     """Torch version of predict_proba (stays on the model's device)."""
-    region = (meta.get("params") or {}).get("score_region", "full")
-    return get_task(meta["task"]).scores(model(batch), batch, region)
+    params = meta.get("params") or {}
+    region, scale = params.get("score_region", "full"), params.get("score_scale", "none")
+    return get_task(meta["task"]).scores(model(batch), batch, region, scale)
 
 
 def predict_proba(model: nn.Module, meta: dict, batch_tensor: torch.Tensor) -> np.ndarray:

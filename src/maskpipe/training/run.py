@@ -69,11 +69,12 @@ def _history_frame(rows: list[dict[str, Any]], task: str) -> pd.DataFrame:
 
 @torch.no_grad()
 def reconstruction_percentiles(
-    model: torch.nn.Module, loader: BatchLoader, device, region: str = "full"
+    model: torch.nn.Module, loader: BatchLoader, device, region: str = "full", scale: str = "none"
 ) -> list[float]:
-    """Per-image reconstruction MSE (over ``region``), as percentiles 0..100 (index = percentile)."""
+    """Per-image reconstruction score (over ``region``, divided as ``scale`` says), as percentiles
+    0..100 (index = percentile)."""
     model.eval()
-    errors = [per_sample_reconstruction_error(model(x), x, region).cpu() for x, _ in loader]
+    errors = [per_sample_reconstruction_error(model(x), x, region, scale).cpu() for x, _ in loader]
     if not errors:
         return []
     values = torch.cat(errors).numpy()
@@ -98,7 +99,7 @@ def adapt_batchnorm(model, crops, synth, config, cache, plain: BatchAugmenter, d
         raise DataError(
             f"models.{config.name}.bn_adapt_datasets: no train images in {config.bn_adapt_datasets}"
         )
-    images = load_images(samples, crops, synth, "train", config.image_size, cache)
+    images = load_images(samples, crops, synth, "train", config.image_size, cache, config.input_box)
     loader = BatchLoader(images, config.batch_size, plain, train=False, seed=config.seed, device=device)
     engine.recalibrate_batchnorm(model, loader, device)
     model.eval()
@@ -275,7 +276,9 @@ def train_model(
             for key, split in (("error_percentiles", train_split), ("val_error_percentiles", val_split)):
                 if len(split.samples):
                     loader = BatchLoader(split.images, bs, plain, train=False, seed=seed, device=device)
-                    extra[key] = reconstruction_percentiles(model, loader, device, config.score_region)
+                    extra[key] = reconstruction_percentiles(
+                        model, loader, device, config.score_region, config.score_scale
+                    )
         best_row = next((r for r in history_rows if r["epoch"] == result.best_epoch), history_rows[-1])
         save_model(
             model_dir / "model.pt",

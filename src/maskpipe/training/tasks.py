@@ -60,9 +60,12 @@ class Task:
         """Class index per sample from the raw model output (None: the task has no classes to pick)."""
         return None
 
-    def scores(self, out: torch.Tensor, x: torch.Tensor, region: str = "full") -> torch.Tensor:
+    def scores(
+        self, out: torch.Tensor, x: torch.Tensor, region: str = "full", scale: str = "none"
+    ) -> torch.Tensor:
         """Class probabilities (N, classes), or one anomaly score per image (N, 1); ``region``
-        (models.<m>.score_region) is where a reconstruction error is measured."""
+        (models.<m>.score_region) is where a reconstruction error is measured, ``scale``
+        (models.<m>.score_scale) what it is divided by."""
         raise NotImplementedError
 
     def threshold(self, meta: dict) -> float | None:
@@ -91,7 +94,7 @@ class MulticlassTask(Task):
     def predicted(self, out):
         return out.argmax(dim=1)
 
-    def scores(self, out, x, region="full"):
+    def scores(self, out, x, region="full", scale="none"):
         return torch.softmax(out.float(), dim=1)
 
 
@@ -108,7 +111,7 @@ class BinaryTask(Task):
     def predicted(self, out):
         return (out.view(-1) > 0).long()
 
-    def scores(self, out, x, region="full"):
+    def scores(self, out, x, region="full", scale="none"):
         p = torch.sigmoid(out.float().view(-1))
         return torch.stack([1.0 - p, p], dim=1)
 
@@ -129,8 +132,8 @@ class OneClassTask(Task):
     def target(self, x, y):
         return x
 
-    def scores(self, out, x, region="full"):
-        return per_sample_reconstruction_error(out, x, region).view(-1, 1)
+    def scores(self, out, x, region="full", scale="none"):
+        return per_sample_reconstruction_error(out, x, region, scale).view(-1, 1)
 
     def threshold(self, meta: dict) -> float:
         """``error_percentiles[threshold_percentile]`` of the artifact; ValueError when absent."""

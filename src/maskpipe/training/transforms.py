@@ -2,7 +2,8 @@
 
 - ``to_uint8_chw(img, size)``: PIL image -> uint8 (3, size, size). The tensor cache is built with
   it and ``preprocess`` (inference) uses it too, so a model sees identical pixels in both.
-- ``preprocess(images, image_size, mean, std)``: list of PIL images -> normalised float NCHW.
+- ``preprocess(images, image_size, mean, std, box)``: list of PIL images -> normalised float NCHW;
+  ``preprocess_for(images, meta)`` takes those from a model artifact (``input_box`` included).
 - ``BatchAugmenter``: random flip / rotation / scale (one affine grid per batch) and
   brightness / contrast, vectorised over a uint8 batch; random numbers come from a
   ``torch.Generator`` so a seed fixes them.
@@ -25,9 +26,25 @@ if TYPE_CHECKING:
     from maskpipe.training.config import ModelConfig
 
 
-def to_uint8_chw(img: Image.Image, size: int) -> np.ndarray:
-    """RGB, resized to size x size (bilinear, antialiased when shrinking), as uint8 CHW."""
-    img = to_rgb(img)
+Box = tuple[float, float, float, float]
+
+
+def cut_box(img: Image.Image, box: Sequence[float] | None) -> Image.Image:
+    """The part of ``img`` inside ``box`` = (top, bottom, left, right) as fractions of its height
+    and width (models.<m>.input_box); None = the whole image. At least one pixel each way."""
+    if box is None:
+        return img
+    top, bottom, left, right = (float(v) for v in box)
+    w, h = img.size
+    x0, y0 = min(int(round(left * w)), w - 1), min(int(round(top * h)), h - 1)
+    x1, y1 = max(x0 + 1, int(round(right * w))), max(y0 + 1, int(round(bottom * h)))
+    return img.crop((x0, y0, x1, y1))
+
+
+def to_uint8_chw(img: Image.Image, size: int, box: Sequence[float] | None = None) -> np.ndarray:
+    """RGB, cut to ``box`` (see cut_box), resized to size x size (bilinear, antialiased when
+    shrinking), as uint8 CHW."""
+    img = cut_box(to_rgb(img), box)
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
@@ -43,13 +60,22 @@ def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
 
 
 def preprocess(
-    images: Sequence[Image.Image], image_size: int, mean: Sequence[float], std: Sequence[float]
+    images: Sequence[Image.Image],
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    box: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """Inference input for a model artifact: ``preprocess(imgs, meta["image_size"], meta["mean"], meta["std"])``."""
+    """List of PIL images -> normalised float NCHW (for a model artifact: ``preprocess_for``)."""
     if len(images) == 0:
         return torch.empty(0, 3, image_size, image_size)
-    arr = np.stack([to_uint8_chw(im, image_size) for im in images])
+    arr = np.stack([to_uint8_chw(im, image_size, box) for im in images])
     return normalize(torch.from_numpy(arr), mean, std)
+
+
+def preprocess_for(images: Sequence[Image.Image], meta: dict) -> torch.Tensor:
+    """The input a model artifact was trained on: its image_size, mean, std and input_box."""
+    return preprocess(images, int(meta["image_size"]), meta["mean"], meta["std"], meta.get("input_box"))
 
 
 class BatchAugmenter:
