@@ -106,10 +106,9 @@ REGIONS = {"mouth": (0.5, 1.0, 0.2, 0.8), "lower": (0.5, 1.0, 0.0, 1.0), "full":
 
 def region_mean(fmap, region: str):
     """(N, C, H, W) -> (N, C): the mean over one REGIONS box (at least one row and column)."""
-    r0, r1, c0, c1 = REGIONS[region]
-    h, w = fmap.shape[-2:]
-    top, left = int(round(r0 * h)), int(round(c0 * w))
-    bottom, right = max(top + 1, int(round(r1 * h))), max(left + 1, int(round(c1 * w)))
+    from maskpipe.training.transforms import box_bounds
+
+    top, bottom, left, right = box_bounds(REGIONS[region], *fmap.shape[-2:])
     return fmap[..., top:bottom, left:right].mean(dim=(-2, -1))
 
 

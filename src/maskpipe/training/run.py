@@ -264,15 +264,13 @@ def train_model(
             "weights_source": summary["weights_source"],
             "history": [dict(r) for r in history_rows],
         }
+        plain = BatchAugmenter.normalize_only(mean, std)  # evaluation-style passes over training images
         if config.bn_adapt_datasets:
-            n = adapt_batchnorm(
-                model, crops, synth, config, cache, BatchAugmenter.normalize_only(mean, std), device
-            )
+            n = adapt_batchnorm(model, crops, synth, config, cache, plain, device)
             extra["bn_adapted"] = {"datasets": list(config.bn_adapt_datasets), "images": n}
             summary["bn_adapted_images"] = n
             log(f"{model_name}: BatchNorm statistics re-estimated on {n} unlabelled train images")
         if config.task == "oneclass":
-            plain = BatchAugmenter.normalize_only(mean, std)
             for key, split in (("error_percentiles", train_split), ("val_error_percentiles", val_split)):
                 if len(split.samples):
                     loader = BatchLoader(split.images, bs, plain, train=False, seed=seed, device=device)

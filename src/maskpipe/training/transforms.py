@@ -29,15 +29,20 @@ if TYPE_CHECKING:
 Box = tuple[float, float, float, float]
 
 
+def box_bounds(box: Sequence[float], height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) fractions -> pixel rows / columns [top, bottom) x [left, right),
+    at least one pixel each way (an image's input_box, a feature map's region)."""
+    top, bottom, left, right = (float(v) for v in box)
+    y0, x0 = min(int(round(top * height)), height - 1), min(int(round(left * width)), width - 1)
+    return y0, max(y0 + 1, int(round(bottom * height))), x0, max(x0 + 1, int(round(right * width)))
+
+
 def cut_box(img: Image.Image, box: Sequence[float] | None) -> Image.Image:
     """The part of ``img`` inside ``box`` = (top, bottom, left, right) as fractions of its height
-    and width (models.<m>.input_box); None = the whole image. At least one pixel each way."""
+    and width (models.<m>.input_box); None = the whole image."""
     if box is None:
         return img
-    top, bottom, left, right = (float(v) for v in box)
-    w, h = img.size
-    x0, y0 = min(int(round(left * w)), w - 1), min(int(round(top * h)), h - 1)
-    x1, y1 = max(x0 + 1, int(round(right * w))), max(y0 + 1, int(round(bottom * h)))
+    y0, y1, x0, x1 = box_bounds(box, img.height, img.width)
     return img.crop((x0, y0, x1, y1))
 
 
