@@ -4,7 +4,8 @@ Detector + classifier on the whole Kaggle photos of the crop stage's test split,
 their annotated boxes (see maskpipe.evaluation.wild):
 -> metrics/wild/MODEL.json (+ MODEL.details.json) and metrics/plots/MODEL/wild/ (pr_<class>.csv,
    pr_curves.png, photos.png). The detector and crop geometry are params.yaml `predict:` / `crop:`, as for
-   `maskpipe predict`, so a detector change shows up here as a change in mAP.
+   `maskpipe predict`, so a detector change shows up here as a change in mAP. Its own section,
+   `evaluate_wild:`, is read as maskpipe.evaluation.wild.EvaluateWildConfig (a bad key or value: exit 2).
 """
 
 from __future__ import annotations
@@ -27,16 +28,20 @@ def main(
 ) -> None:
     import torch
 
-    from maskpipe.evaluation.wild import WildError, evaluate_wild, split_photos
+    from maskpipe.evaluation.wild import EvaluateWildConfig, WildError, evaluate_wild, split_photos
     from maskpipe.predict import PredictError, Predictor, PredictSettings
+    from maskpipe.settings import ConfigError
 
     try:
         all_params = load_params(params)
-        cfg = all_params.get("evaluate_wild") or {}
-        torch.set_num_threads(int(cfg.get("num_threads", 2)))
-        dataset = str(cfg.get("dataset", "kaggle_face_mask_detection"))
-        photos = split_photos(crops, raw_dir / dataset, dataset=dataset, split=str(cfg.get("split", "test")))
+        cfg = EvaluateWildConfig.from_mapping(all_params.get("evaluate_wild"), "evaluate_wild")
         settings = PredictSettings.from_params(all_params.get("predict"), all_params.get("crop"))
+    except (ParamsError, ConfigError) as exc:  # a params value: exit 2, like a bad command-line option
+        typer.echo(f"evaluate_wild: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        torch.set_num_threads(cfg.num_threads)
+        photos = split_photos(crops, raw_dir / cfg.dataset, dataset=cfg.dataset, split=cfg.split)
         predictor = Predictor.from_path(models_dir / model / "model.pt", settings)
         m = evaluate_wild(
             model,
@@ -44,9 +49,9 @@ def main(
             photos,
             metrics_dir / f"{model}.json",
             plots_dir / model / "wild",
-            iou_threshold=float(cfg.get("iou_threshold", 0.5)),
-            grid_size=int(cfg.get("grid_size", 9)),
-            batch_size=int(cfg.get("batch_size", 8)),
+            iou_threshold=cfg.iou_threshold,
+            grid_size=cfg.grid_size,
+            batch_size=cfg.batch_size,
             details_path=metrics_dir / f"{model}.details.json",
         )
     except (ParamsError, WildError, PredictError, ValueError) as exc:

@@ -84,7 +84,7 @@ def save_tiny_model(root: Path, name: str, spec: dict, train_fn=None) -> Path:
     return path
 
 
-def run(root: Path, name: str, eval_params: dict | None = None, mlflow_run_file=None):
+def run(root: Path, name: str, eval_params: dict | None = None, mlflow_run_file=None, tracker=None):
     return evaluate_model(
         name,
         model_path=root / "data/models" / name / "model.pt",
@@ -95,6 +95,7 @@ def run(root: Path, name: str, eval_params: dict | None = None, mlflow_run_file=
         out_dir=root / "metrics/plots" / name / "eval",
         base=root,
         mlflow_run_file=mlflow_run_file,
+        tracker=tracker,
     )
 
 
@@ -324,7 +325,23 @@ def test_autoencoder_threshold_auc_and_mahalanobis(tmp_path):
 
 
 def test_metrics_and_pngs_land_in_the_models_mlflow_run(tmp_path, monkeypatch):
+    """Through the Tracker training logs with (MlflowTracker): the training run is reopened, and
+    the metrics, tags and files the tracker was handed are what the store holds."""
     from maskpipe import tracking
+    from maskpipe.tracker import MlflowTracker
+
+    class Recording(MlflowTracker):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def resume(self, model_dir):
+            self.calls.append(("resume", Path(model_dir)))
+            return super().resume(model_dir)
+
+        def log_metrics(self, metrics, step=None):
+            self.calls.append(("log_metrics", dict(metrics)))
+            super().log_metrics(metrics, step)
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
@@ -334,12 +351,17 @@ def test_metrics_and_pngs_land_in_the_models_mlflow_run(tmp_path, monkeypatch):
     with tracking.start_run("cnn", {"lr": 0.001}) as training_run:  # what training does
         tracking.write_run_file(model_dir, training_run)
     run_id = training_run.info.run_id
-    out = run(tmp_path, "cnn", mlflow_run_file=model_dir / "mlflow_run.json")
+    tracker = Recording()
+    out = run(tmp_path, "cnn", mlflow_run_file=model_dir / "mlflow_run.json", tracker=tracker)
+    (_, resumed), (_, handed) = tracker.calls
+    assert resumed == model_dir and handed["test/accuracy"] == out.metrics["test/accuracy"]
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking.tracking_uri())
     logged = client.get_run(run_id)
+    assert logged.info.status == "FINISHED"
+    assert dict(logged.data.metrics) == pytest.approx(handed)  # every number handed over, no other
     for key in ("test/accuracy", "test/macro_f1", "test/roc_auc", "test/recall/with_mask", "test/n"):
         assert logged.data.metrics[key] == pytest.approx(out.metrics[key]), key
     assert logged.data.params["lr"] == "0.001"  # the training run itself, not a new one
@@ -355,6 +377,28 @@ def test_metrics_and_pngs_land_in_the_models_mlflow_run(tmp_path, monkeypatch):
         "evaluation/cnn.json",
         "evaluation/summary.json",
     }
+
+
+def test_evaluation_logs_through_the_tracker_it_is_given(tmp_path):
+    """No MLflow at all with a NullTracker: the run reopened, numbers, tags, then the files."""
+    from maskpipe.tracker import NullTracker
+
+    make_crops(tmp_path, {("folders", "with_mask", "test"): 3, ("folders", "without_mask", "test"): 3})
+    save_tiny_model(tmp_path, "cnn", CNN)
+    model_dir = tmp_path / "data/models/cnn"
+    tracker = NullTracker()
+    out = run(tmp_path, "cnn", mlflow_run_file=model_dir / "mlflow_run.json", tracker=tracker)
+    assert [c[0] for c in tracker.calls] == [
+        "resume",
+        "log_metrics",
+        "set_tags",
+        "log_artifacts",
+        "log_artifact",
+    ]
+    assert tracker.calls[0][1] == str(model_dir)
+    assert tracker.calls[1][1] == {k: v for k, v in out.metrics.items() if v is not None}
+    assert tracker.calls[-1][1] == str(tmp_path / "metrics" / "cnn.json")
+    assert not (model_dir / "mlflow_run.json").exists()
 
 
 def test_oneclass_threshold_is_the_models_own_operating_point(tmp_path):

@@ -236,6 +236,13 @@ def test_training_imports_neither_the_serving_stack_nor_mlflow():
             "train_fil",
             "convert_mat: error: params.yaml: convert_mat.train_fil: unknown key (did you mean 'train_file'?)",
         ),
+        (
+            "evaluate_wild.py",
+            ["resnet50_3class", "--params", "params.yaml"],
+            "evaluate_wild",
+            "iou_treshold",
+            "evaluate_wild: params.yaml: evaluate_wild.iou_treshold: unknown key (did you mean 'iou_threshold'?)",
+        ),
     ],
 )
 def test_other_stages_stop_on_an_unknown_key_with_one_line(tmp_path, script, args, section, key, message):

@@ -8,9 +8,11 @@ import shutil
 
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from maskpipe.evaluation.wild import (
+    EvaluateWildConfig,
     Photo,
     WildError,
     average_precision,
@@ -19,9 +21,48 @@ from maskpipe.evaluation.wild import (
     greedy_match,
     split_photos,
 )
+from maskpipe.settings import ConfigError
 
 CLASSES = ["with_mask", "without_mask", "mask_weared_incorrect"]
 KAGGLE = "kaggle-face-mask-detection"
+
+
+# ------------------------------------------------------------------------------ params `evaluate_wild:`
+def test_repo_params_section_parses_and_the_defaults_are_its_values(repo):
+    section = yaml.safe_load((repo / "params.yaml").read_text())["evaluate_wild"]
+    cfg = EvaluateWildConfig.from_mapping(section, "evaluate_wild")
+    assert cfg.to_dict() == section  # every key of the section is a field, read as written
+    assert cfg.models and all(m.endswith("3class") for m in cfg.models)
+    # the defaults (what the stage used when a key was left out) are the committed values
+    assert EvaluateWildConfig.from_mapping(None, "evaluate_wild") == EvaluateWildConfig()
+    assert cfg == EvaluateWildConfig(models=cfg.models)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            {"iou_treshold": 0.5},
+            r"evaluate_wild\.iou_treshold: unknown key \(did you mean 'iou_threshold'\?\)",
+        ),
+        ({"model": ["a"]}, r"evaluate_wild\.model: unknown key \(did you mean 'models'\?\)"),
+        ({"grid_size": "nine"}, r"evaluate_wild\.grid_size: expected an integer, got 'nine' \(a str\)"),
+        ({"batch_size": 2.5}, r"evaluate_wild\.batch_size: expected an integer, got 2\.5"),
+        ({"iou_threshold": "0.5"}, r"evaluate_wild\.iou_threshold: expected a number, got '0\.5'"),
+        ({"models": "resnet50_3class"}, r"evaluate_wild\.models: expected a list, got 'resnet50_3class'"),
+        ({"dataset": 3}, r"evaluate_wild\.dataset: expected a string, got 3"),
+        ({"iou_threshold": 0}, r"evaluate_wild\.iou_threshold: must be > 0 and <= 1, got 0"),
+        ({"grid_size": 0}, r"evaluate_wild\.grid_size: must be >= 1, got 0"),
+        ({"num_threads": 0}, r"evaluate_wild\.num_threads: must be >= 1, got 0"),
+        (
+            {"split": "tset"},
+            r"evaluate_wild\.split: 'tset' is not one of train, val, test \(did you mean 'test'\?\)",
+        ),
+    ],
+)
+def test_unknown_keys_and_bad_values_name_their_key(values, message):
+    with pytest.raises(ConfigError, match=r"^params\.yaml: " + message):
+        EvaluateWildConfig.from_mapping(values, "evaluate_wild")
 
 
 def face(box, label, det=1.0, conf=1.0):

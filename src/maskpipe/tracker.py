@@ -1,9 +1,14 @@
-"""The tracker interface training logs through: MLflow in stages, nothing (or a recorder) in tests.
+"""The tracker interface training and evaluation log through: MLflow in stages, nothing (or a
+recorder) in tests.
 
     tracker = MlflowTracker()                  # maskpipe.tracking's store, experiment and run file
     with tracker.run("mask_cnn", config.to_plain()) as run_id:
         tracker.log_metrics({"train/loss": 0.3}, step=1)
         tracker.log_model(Path("data/models/mask_cnn/model.pt"), "mask_cnn")
+
+    with tracker.resume(Path("data/models/mask_cnn")):   # evaluation: the same run, reopened
+        tracker.log_metrics({"test/accuracy": 0.9})
+        tracker.log_artifacts(Path("metrics/eval/mask_cnn"), "evaluation")
 
 The training code (maskpipe.training.run) imports neither mlflow nor the serving stack:
 ``MlflowTracker.log_model`` imports maskpipe.pyfunc (-> predict -> crop / detect) only when a
@@ -30,6 +35,11 @@ class Tracker(Protocol):
         """A run for one training (``run_id`` continues an earlier one); yields its id (None: untracked)."""
         ...
 
+    def resume(self, model_dir: Path) -> contextlib.AbstractContextManager[str | None]:
+        """The training run of ``model_dir`` (its mlflow_run.json) reopened, e.g. for evaluation;
+        yields its id (None: untracked)."""
+        ...
+
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
@@ -41,6 +51,10 @@ class Tracker(Protocol):
         ...
 
     def log_artifact(self, path: Path, artifact_path: str) -> None: ...
+
+    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
+        """Every file under ``folder``, kept in its subfolders, under ``artifact_path``."""
+        ...
 
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None: ...
 
@@ -64,6 +78,11 @@ class NullTracker:
         self.calls.append(("run", model_name))
         yield None
 
+    @contextlib.contextmanager
+    def resume(self, model_dir) -> Iterator[str | None]:
+        self.calls.append(("resume", str(model_dir)))
+        yield None
+
     def set_tags(self, tags) -> None:
         self.calls.append(("set_tags", dict(tags)))
 
@@ -78,6 +97,9 @@ class NullTracker:
 
     def log_artifact(self, path, artifact_path) -> None:
         self.calls.append(("log_artifact", str(path)))
+
+    def log_artifacts(self, folder, artifact_path) -> None:
+        self.calls.append(("log_artifacts", str(folder)))
 
     def log_dict(self, data, artifact_file) -> None:
         self.calls.append(("log_dict", artifact_file))
@@ -102,6 +124,17 @@ class MlflowTracker:
         with tracking.start_run(
             model_name, dict(params or {}), run_id=run_id, extra_tags=dict(extra_tags or {})
         ) as run:
+            self._run = run
+            try:
+                yield run.info.run_id
+            finally:
+                self._run = None
+
+    @contextlib.contextmanager
+    def resume(self, model_dir) -> Iterator[str | None]:
+        from maskpipe import tracking
+
+        with tracking.resume_run(model_dir) as run:
             self._run = run
             try:
                 yield run.info.run_id
@@ -134,6 +167,9 @@ class MlflowTracker:
 
     def log_artifact(self, path, artifact_path) -> None:
         self._write("log_artifact", str(path), artifact_path=artifact_path)
+
+    def log_artifacts(self, folder, artifact_path) -> None:
+        self._write("log_artifacts", str(folder), artifact_path=artifact_path)
 
     def log_dict(self, data, artifact_file) -> None:
         self._write("log_dict", dict(data), artifact_file)

@@ -61,6 +61,7 @@ from maskpipe.imaging import ImageReadError, open_rgb
 from maskpipe.io import atomic_dir, write_csv, write_json
 from maskpipe.labels import LABELS, WITH_MASK, WITHOUT_MASK
 from maskpipe.settings import Section, option
+from maskpipe.tracker import Tracker
 
 
 @dataclass(frozen=True)
@@ -449,9 +450,11 @@ def evaluate_model(
     base: Path = Path("."),
     mlflow_run_file: Path | None = None,
     plots_dir: Path | None = None,
+    tracker: Tracker | None = None,
 ) -> EvaluationOutput:
-    """Evaluate ``model_path`` on its sets; write ``metrics_path`` and ``out_dir``; log to MLflow
-    when ``mlflow_run_file`` is given. ``eval_params``: params.yaml `evaluate:` (a mapping is
+    """Evaluate ``model_path`` on its sets; write ``metrics_path`` and ``out_dir``; log into the
+    model's training run when ``mlflow_run_file`` is given, through ``tracker`` (default
+    maskpipe.tracker.MlflowTracker, as training). ``eval_params``: params.yaml `evaluate:` (a mapping is
     checked into an EvaluateConfig). Returns the metrics and the summary.
 
     With ``plots_dir``, the plot files move out of ``out_dir`` into one folder per plot kind
@@ -629,7 +632,12 @@ def evaluate_model(
     write_json(metrics_path, metrics)
 
     if mlflow_run_file is not None:
-        log_to_mlflow(
+        if tracker is None:
+            from maskpipe.tracker import MlflowTracker
+
+            tracker = MlflowTracker()
+        log_evaluation(
+            tracker,
             Path(mlflow_run_file).parent,
             metrics,
             out_dir,
@@ -669,7 +677,8 @@ def arrange_plots(eval_dir: Path, plots_dir: Path) -> dict[str, list[Path]]:
     return moved
 
 
-def log_to_mlflow(
+def log_evaluation(
+    tracker: Tracker,
     model_dir: Path,
     metrics: dict,
     out_dir: Path,
@@ -678,21 +687,17 @@ def log_to_mlflow(
     extra_dirs: Sequence[Path] = (),
 ) -> None:
     """Add the evaluation to the model's training run (data/models/<model>/mlflow_run.json)."""
-    import mlflow
-
-    from maskpipe import tracking
-
-    with tracking.resume_run(model_dir):
-        mlflow.log_metrics(numeric_metrics(metrics))
+    with tracker.resume(model_dir):
+        tracker.log_metrics(numeric_metrics(metrics))
         # a null metric (undefined ROC-AUC) cannot be logged as a number: say so in a tag
         undefined = sorted(k for k, v in metrics.items() if v is None)
-        mlflow.set_tags(
+        tracker.set_tags(
             {
                 "eval.undefined_metrics": ", ".join(undefined)[:4999] or "none",
                 "eval.notes": " | ".join(notes)[:4999] or "none",
             }
         )
-        mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
+        tracker.log_artifacts(Path(out_dir), "evaluation")
         for folder in extra_dirs:
-            mlflow.log_artifacts(str(folder), artifact_path=f"evaluation/{Path(folder).name}")
-        mlflow.log_artifact(str(metrics_path), artifact_path="evaluation")
+            tracker.log_artifacts(Path(folder), f"evaluation/{Path(folder).name}")
+        tracker.log_artifact(Path(metrics_path), "evaluation")

@@ -32,9 +32,25 @@ from typing import Any
 import numpy as np
 
 from maskpipe.detect import SIZE_BUCKETS, iou, size_bucket
+from maskpipe.settings import Section, option
 
 Box = tuple[float, float, float, float]
 KAGGLE = "kaggle_face_mask_detection"
+
+
+@dataclass(frozen=True)
+class EvaluateWildConfig(Section):
+    """params.yaml `evaluate_wild:`."""
+
+    models: list[str] = option(
+        [], doc="3-class models scored, one stage each (dvc.yaml foreach); the stage is given one"
+    )
+    dataset: str = option(KAGGLE, doc="dataset whose photos (and VOC boxes) are scored")
+    split: str = option("test", choices=("train", "val", "test"), doc="the crop stage's split of the photos")
+    iou_threshold: float = option(0.5, gt=0, le=1, doc="a found face matches an annotated one at IoU >= this")
+    grid_size: int = option(9, ge=1, doc="annotated photos in photos.png")
+    batch_size: int = option(8, ge=1, doc="photos per predict batch")
+    num_threads: int = option(2, ge=1, doc="torch threads")
 
 
 class WildError(ValueError):
