@@ -6,7 +6,7 @@
 
 A stage's code is `stages/<name>.py` plus every `maskpipe` module it imports, directly or through
 other modules, including imports inside functions (lazy imports still run). A module counts as
-listed when its file, or a folder above it, is a dep of the stage. A change to an unlisted module
+listed when its file, or a folder above it, is a dep of the stage. Files a module runs by path (``Path(__file__).with_name("x.py")``) count as imports. A change to an unlisted module
 would not rerun the stage: for a reproducible pipeline that is a correctness bug (tests run this).
 """
 
@@ -40,8 +40,9 @@ def _module_name(path: Path, src: Path) -> str:
     return ".".join(parts)
 
 
-def imported_modules(path: Path, src: Path = SRC) -> set[str]:
-    """maskpipe modules named by the imports of one file (absolute and relative, anywhere in it)."""
+def imported_modules(path: Path, src: Path = SRC, by_path: bool = True) -> set[str]:
+    """maskpipe modules named by the imports of one file (absolute and relative, anywhere in it);
+    ``by_path``: also the sibling files it runs by path (not imports: no part of an import cycle)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     is_pkg = path.name == "__init__.py"
     here = _module_name(path, src) if path.is_relative_to(src) else ""
@@ -59,7 +60,26 @@ def imported_modules(path: Path, src: Path = SRC) -> set[str]:
             found.add(mod)
             # `from maskpipe.x import y` may import the submodule maskpipe.x.y
             found.update(f"{mod}.{a.name}" for a in node.names)
+        elif by_path and here and _sibling_code_file(node):
+            # Path(__file__).with_name("x.py"): a module run by path (pyfunc's models-from-code file)
+            package = here.split(".") if is_pkg else here.split(".")[:-1]
+            found.add(".".join(package + [_sibling_code_file(node)[:-3]]))
     return {m for m in found if m == PACKAGE or m.startswith(PACKAGE + ".")}
+
+
+def _sibling_code_file(node: ast.AST) -> str | None:
+    """ "x.py" for a ``<path>.with_name("x.py")`` call, else None."""
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "with_name"
+        and len(node.args) == 1
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+        and node.args[0].value.endswith(".py")
+    ):
+        return node.args[0].value
+    return None
 
 
 def _runtime_nodes(tree: ast.AST):
@@ -80,7 +100,11 @@ def import_cycles(src: Path = SRC) -> list[list[str]]:
     graph: dict[str, set[str]] = {}
     for f in sorted(src.rglob("*.py")):
         name = _module_name(f, src)
-        graph[name] = {m for m in imported_modules(f, src) if m != name and module_file(m, src) is not None}
+        graph[name] = {
+            m
+            for m in imported_modules(f, src, by_path=False)
+            if m != name and module_file(m, src) is not None
+        }
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []

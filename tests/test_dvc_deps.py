@@ -48,6 +48,17 @@ def test_check_names_a_missing_module(tmp_path):
     assert sd.missing_deps(tmp_path / "dvc.yaml", tmp_path) == {"s": ["src/maskpipe/c.py"]}
 
 
+def test_a_module_run_by_path_is_a_dep(tmp_path):
+    """pyfunc.py hands MLflow pyfunc_model.py by path (models from code): never imported, still run."""
+    sd = _stage_deps()
+    pkg = tmp_path / "src/maskpipe"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text('from pathlib import Path\nCODE = Path(__file__).with_name("code.py")\n')
+    (pkg / "code.py").write_text("import os\n")
+    assert sd.closure(pkg / "a.py", tmp_path / "src") == {pkg / "__init__.py", pkg / "code.py"}
+
+
 def test_check_command_exit_code():
     done = subprocess.run(
         [sys.executable, "scripts/stage_deps.py", "--check"], cwd=REPO, capture_output=True, text=True

@@ -10,9 +10,11 @@ recorder) in tests.
         tracker.log_metrics({"test/accuracy": 0.9})
         tracker.log_artifacts(Path("metrics/eval/mask_cnn"), "evaluation")
 
-The training code (maskpipe.training.run) imports neither mlflow nor the serving stack:
-``MlflowTracker.log_model`` imports maskpipe.pyfunc (-> predict -> crop / detect) only when a
-model is really logged.
+The training code (maskpipe.training.run) imports neither mlflow nor the serving stack.
+``MlflowTracker.log_model`` logs the PyTorch model only; training uses
+maskpipe.serving_tracker.ServingMlflowTracker, which adds the servable pyfunc model. That keeps
+the serving stack (pyfunc -> predict -> crop / detect) out of this module's imports, so the
+evaluate stage, which logs through MlflowTracker, does not depend on (and rerun for) serving code.
 """
 
 from __future__ import annotations
@@ -180,12 +182,6 @@ class MlflowTracker:
 
         model, meta = load_model(model_path)
         tracking.log_model(model, meta)
-        # the servable model: detector + preprocessing + labels + these weights, one pyfunc.
-        # Imported here: it pulls in the serving stack (predict -> crop, detect), which training
-        # itself never needs.
-        from maskpipe.pyfunc import log_pyfunc_model
-
-        log_pyfunc_model(model_path, f"maskpipe-{model_name}")
 
     def write_run_file(self, model_dir) -> None:
         from maskpipe import tracking

@@ -119,7 +119,7 @@ def train_model(
 ) -> dict[str, Any]:
     """Train one model of params.yaml `models:`; returns a summary (also given to the tracker).
 
-    ``tracker`` defaults to MLflow (maskpipe.tracker.MlflowTracker); ``track=False`` means a
+    ``tracker`` defaults to MLflow (maskpipe.serving_tracker.ServingMlflowTracker: the run and the servable model); ``track=False`` means a
     NullTracker (no run, no mlflow_run.json).
     """
     paths = paths or TrainPaths()
@@ -127,9 +127,9 @@ def train_model(
     train_cfg = train_config(all_params)
     if tracker is None:
         if track:
-            from maskpipe.tracker import MlflowTracker
+            from maskpipe.serving_tracker import ServingMlflowTracker
 
-            tracker = MlflowTracker()
+            tracker = ServingMlflowTracker()
         else:
             tracker = NullTracker()
     threads = train_cfg.num_threads
