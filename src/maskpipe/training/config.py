@@ -127,6 +127,10 @@ class ModelConfig(Section):
         None,
         doc="(top, bottom, left, right) fractions of the face crop the model sees; null = all of it",
     )
+    tta_hflip: bool = option(
+        False,
+        doc="predict (evaluate, predict, serve, pyfunc): the mean of the scores of the image and its mirror",
+    )
     augment: list[str] = option([], choices=AUGMENTS)
     rotation_degrees: float = option(15.0, ge=0, le=180)
     scale_range: tuple[float, float] = option((0.85, 1.15), doc="scale augmentation: zoom range")
