@@ -18,6 +18,7 @@ from maskpipe.evaluation.oneclass import (
     anomaly_metrics,
     percentile_threshold,
     region_mean,
+    signed_power,
 )
 
 CLASSES3 = ["with_mask", "without_mask", "mask_weared_incorrect"]
@@ -196,3 +197,18 @@ def test_region_mean_averages_only_its_box(size):
     assert region_mean(fmap, "lower")[0, 0].item() < 1.0  # the lower half also holds the sides
     if size == 4:
         assert (top, bottom, left, right) == (2, 4, 1, 3)
+
+
+def test_signed_power_keeps_the_sign_and_compresses_the_tails():
+    import torch
+
+    x = torch.tensor([[-4.0, -0.25, 0.0, 0.25, 9.0]])
+    assert signed_power(x, 0.5).tolist() == [[-2.0, -0.5, 0.0, 0.5, 3.0]]
+    assert signed_power(x, 1.0) is x
+
+
+def test_pretrained_power_is_checked():
+    from maskpipe.evaluation.oneclass import PretrainedFeatures
+
+    with pytest.raises(ValueError, match="pretrained_power"):
+        PretrainedFeatures(power=0.0)

@@ -91,6 +91,9 @@ class EvaluateConfig(Section):
     pretrained_region: str = option(
         "mouth", choices=("mouth", "lower", "full"), doc="feature map averaged over (oneclass.REGIONS)"
     )
+    pretrained_power: float = option(
+        0.5, gt=0, le=1, doc="each averaged feature -> sign(x) |x|^power before the Gaussian; 1 = as is"
+    )
 
 
 class EvaluationError(ValueError):
@@ -515,7 +518,9 @@ def evaluate_model(
                 from maskpipe.training.weights import PretrainedWeightsError
 
                 try:
-                    extractor = PretrainedFeatures(p.pretrained_layer, p.pretrained_size, p.pretrained_region)
+                    extractor = PretrainedFeatures(
+                        p.pretrained_layer, p.pretrained_size, p.pretrained_region, p.pretrained_power
+                    )
                 except PretrainedWeightsError as exc:  # the model's own scores are still valid
                     notes.append(f"{model_name}: no pretrained-feature baseline: {exc}")
             tr = score_samples(

@@ -104,6 +104,15 @@ def latent_vectors(encoded, pool: int = 1) -> np.ndarray:
 REGIONS = {"mouth": (0.5, 1.0, 0.2, 0.8), "lower": (0.5, 1.0, 0.0, 1.0), "full": (0.0, 1.0, 0.0, 1.0)}
 
 
+def signed_power(features, power: float):
+    """sign(x) |x|^power per feature (power normalisation): block outputs of MobileNetV2 are linear
+    bottlenecks, about half negative, and their region means are heavy-tailed; the Gaussian fits the
+    square root better. Val AUC, block 16, mouth box, 128 px: power 1 .967, .5 .979, .33 .981, .25 .980."""
+    if power == 1:
+        return features
+    return features.sign() * features.abs().pow(power)
+
+
 def region_mean(fmap, region: str):
     """(N, C, H, W) -> (N, C): the mean over one REGIONS box (at least one row and column)."""
     from maskpipe.training.transforms import box_bounds
@@ -125,10 +134,11 @@ class PretrainedFeatures:
     "a face", not the texture over the mouth); the 160-channel block 16 the best. Block 16 at
     128 px: full 0.90, lower 0.94, mouth 0.967 (Kaggle faces 0.955, folder faces 0.992); mouth at
     160 px 0.957, at 192 px 0.943. Power / L2 normalisation, a 2-4 component mixture, k-nearest
-    neighbours and flip averaging moved the lower-half AUC by at most 0.007.
+    neighbours and flip averaging moved the lower-half AUC by at most 0.007. ``power``: each averaged
+    feature is mapped to sign(x) |x|^power (signed_power) before the Gaussian.
     """
 
-    def __init__(self, layer: int = 16, size: int = 128, region: str = "mouth"):
+    def __init__(self, layer: int = 16, size: int = 128, region: str = "mouth", power: float = 1.0):
         import torchvision
 
         from maskpipe.training.config import IMAGENET_MEAN, IMAGENET_STD
@@ -145,7 +155,9 @@ class PretrainedFeatures:
             )
         net.load_state_dict(load_pretrained_state("mobilenet_v2", "imagenet", "evaluate.pretrained_baseline"))
         self.net = net.features[: int(layer) + 1].eval()
-        self.size, self.region = int(size), region
+        if not 0 < float(power) <= 1:
+            raise ValueError(f"evaluate.pretrained_power must be within (0, 1], got {power}")
+        self.size, self.region, self.power = int(size), region, float(power)
         self.mean, self.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
 
     def __call__(self, images: list) -> np.ndarray:
@@ -156,4 +168,4 @@ class PretrainedFeatures:
 
         with torch.no_grad():
             fmap = self.net(preprocess(images, self.size, self.mean, self.std))
-            return region_mean(fmap, self.region).double().numpy()
+            return signed_power(region_mean(fmap, self.region), self.power).double().numpy()
