@@ -92,3 +92,29 @@ def test_input_box_is_checked():
     for bad in ([0.5, 0.4, 0, 1], [0, 1, 0.2, 1.2], [0, 1, 0]):
         with pytest.raises(ConfigError, match="input_box"):
             resolve_model_config({"models": {"ae": {**AE, "input_box": bad}}}, "ae", profile="seed")
+
+
+def test_grid_compares_cell_means_not_pixels():
+    """score_grid: n: fine texture lost alike counts for nothing; a changed colour layout counts."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 8, 8)
+    checker = (torch.arange(8).view(8, 1) + torch.arange(8).view(1, 8)) % 2 * 0.2 - 0.1
+    texture_lost = x.clone()
+    texture_lost[0] = x[0] + checker  # zero-mean over every 2x2 cell: the cell means are unchanged
+    assert per_sample_reconstruction_error(texture_lost, x)[0] > 0.009
+    assert per_sample_reconstruction_error(texture_lost, x, grid=2)[0] == pytest.approx(0.0, abs=1e-10)
+    shifted = x.clone()
+    shifted[:, :, 4:] += 0.3  # the lower half brighter: its cell means change
+    on_grid = per_sample_reconstruction_error(shifted, x, grid=2)
+    assert torch.allclose(on_grid, torch.full((2,), 0.3**2 / 2), atol=1e-6)
+    # the lower half only (score_region), divided by the pixels' variance (score_scale)
+    lower = per_sample_reconstruction_error(shifted, x, "lower", "variance", grid=1)
+    assert torch.allclose(lower, 0.3**2 / x[:, :, 4:].flatten(1).var(dim=1, unbiased=False), rtol=1e-4)
+    with pytest.raises(ValueError, match="score_grid"):
+        per_sample_reconstruction_error(shifted, x, grid=0)
+    assert (
+        resolve_model_config({"models": {"ae": {**AE, "score_grid": 2}}}, "ae", profile="seed").score_grid
+        == 2
+    )
+    with pytest.raises(ConfigError, match="score_grid"):
+        resolve_model_config({"models": {"ae": {**AE, "score_grid": 0}}}, "ae", profile="seed")

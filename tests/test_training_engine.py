@@ -314,7 +314,7 @@ def test_bn_adapt_stores_batchnorm_statistics_of_the_unlabelled_real_images(fake
 
 
 def test_a_boxed_variance_scored_autoencoder_is_scored_alike_in_training_and_inference(fake_repo):
-    """input_box + score_scale travel with the artifact: the training-error percentiles (the
+    """input_box + score_scale + score_grid travel with the artifact: the training-error percentiles (the
     operating point) and predict_proba on the same images through preprocess_for agree."""
     from maskpipe.imaging import open_rgb
     from maskpipe.training.artifact import model_config
@@ -324,10 +324,15 @@ def test_a_boxed_variance_scored_autoencoder_is_scored_alike_in_training_and_inf
 
     params = tiny_params(epochs=1)
     box = [0.45, 1.0, 0.15, 0.85]
-    params["profiles"]["tiny"]["cae_oneclass"] = {"input_box": box, "score_scale": "variance"}
+    params["profiles"]["tiny"]["cae_oneclass"] = {
+        "input_box": box,
+        "score_scale": "variance",
+        "score_grid": 2,
+    }
     train_model("cae_oneclass", params, TrainPaths(), track=False, **QUIET)
     model, meta = load_model(fake_repo / "data/models/cae_oneclass/model.pt")
     assert meta["input_box"] == box and meta["params"]["score_scale"] == "variance"
+    assert meta["params"]["score_grid"] == 2
     train = select_samples(
         read_crops("data/crops/index.csv"),
         read_synthetic("data/synthetic/index.csv"),

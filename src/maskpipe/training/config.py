@@ -153,6 +153,11 @@ class ModelConfig(Section):
         choices=("none", "variance"),
         doc="one-class: variance = the error divided by the input's own pixel variance (1 - R^2)",
     )
+    score_grid: int | None = option(
+        None,
+        ge=1,
+        doc="one-class: the error between n x n grids of cell means of input and output; null = per pixel",
+    )
     # -- set by the resolver
     seed: int = 0
     name: str = "model"

@@ -85,7 +85,11 @@ SCORE_SCALES = ("none", "variance")
 
 
 def per_sample_reconstruction_error(
-    recon: torch.Tensor, inputs: torch.Tensor, region: str = "full", scale: str = "none"
+    recon: torch.Tensor,
+    inputs: torch.Tensor,
+    region: str = "full",
+    scale: str = "none",
+    grid: int | None = None,
 ) -> torch.Tensor:
     """Mean squared error per image (N,) — the anomaly score of the oneclass model.
 
@@ -95,6 +99,11 @@ def per_sample_reconstruction_error(
     ``scale: variance`` divides by the variance of the input's pixels over the same region
     (1 - R^2: the share of the image's own variation the model failed to reproduce), so that a
     flat, blurry crop does not pass as normal merely because it is easy to reconstruct.
+    ``grid: n`` compares input and reconstruction as n x n grids of cell means (their coarse layout
+    and colour) instead of pixel by pixel; the variance (``scale``) is still the pixels'. An autoencoder
+    trained on masks reproduces a mask's flat patch of colour, not a bare lower face's layout, while
+    fine texture is lost for both. Val AUC of cae_oneclass (mouth box, 64 px, error / variance), 4 seeds:
+    per pixel 0.80-0.82; grid 4: 0.84-0.86; grid 2: 0.85-0.88 (Kaggle faces 0.72-0.75 -> 0.79-0.84).
     """
     x = inputs.float()
     err = (recon.float() - x).pow(2)
@@ -102,6 +111,12 @@ def per_sample_reconstruction_error(
         err, x = err[..., err.shape[-2] // 2 :, :], x[..., x.shape[-2] // 2 :, :]
     elif region != "full":
         raise ValueError(f"score_region must be one of {', '.join(SCORE_REGIONS)}, got {region!r}")
+    if grid is not None:
+        if int(grid) < 1:
+            raise ValueError(f"score_grid must be at least 1, got {grid}")
+        n = int(grid)
+        recon_cells = F.adaptive_avg_pool2d(recon.float()[..., -x.shape[-2] :, :], n)
+        err = (recon_cells - F.adaptive_avg_pool2d(x, n)).pow(2)
     mse = err.flatten(1).mean(1)
     if scale == "variance":
         return mse / x.flatten(1).var(dim=1, unbiased=False).clamp_min(1e-6)

@@ -14,11 +14,12 @@ def model_scores(model: nn.Module, meta: dict, batch: torch.Tensor) -> torch.Ten
     """Torch version of predict_proba (stays on the model's device)."""
     params = meta.get("params") or {}
     region, scale = params.get("score_region", "full"), params.get("score_scale", "none")
+    grid = params.get("score_grid")
     task = get_task(meta["task"])
-    scores = task.scores(model(batch), batch, region, scale)
+    scores = task.scores(model(batch), batch, region, scale, grid)
     if params.get("tta_hflip"):  # a face and its mirror are the same face: average the two scores
         mirror = batch.flip(-1)
-        scores = (scores + task.scores(model(mirror), mirror, region, scale)) / 2
+        scores = (scores + task.scores(model(mirror), mirror, region, scale, grid)) / 2
     return scores
 
 

@@ -69,12 +69,17 @@ def _history_frame(rows: list[dict[str, Any]], task: str) -> pd.DataFrame:
 
 @torch.no_grad()
 def reconstruction_percentiles(
-    model: torch.nn.Module, loader: BatchLoader, device, region: str = "full", scale: str = "none"
+    model: torch.nn.Module,
+    loader: BatchLoader,
+    device,
+    region: str = "full",
+    scale: str = "none",
+    grid: int | None = None,
 ) -> list[float]:
-    """Per-image reconstruction score (over ``region``, divided as ``scale`` says), as percentiles
-    0..100 (index = percentile)."""
+    """Per-image reconstruction score (over ``region``, divided as ``scale`` says, on a ``grid`` of
+    cells or per pixel), as percentiles 0..100 (index = percentile)."""
     model.eval()
-    errors = [per_sample_reconstruction_error(model(x), x, region, scale).cpu() for x, _ in loader]
+    errors = [per_sample_reconstruction_error(model(x), x, region, scale, grid).cpu() for x, _ in loader]
     if not errors:
         return []
     values = torch.cat(errors).numpy()
@@ -275,7 +280,7 @@ def train_model(
                 if len(split.samples):
                     loader = BatchLoader(split.images, bs, plain, train=False, seed=seed, device=device)
                     extra[key] = reconstruction_percentiles(
-                        model, loader, device, config.score_region, config.score_scale
+                        model, loader, device, config.score_region, config.score_scale, config.score_grid
                     )
         best_row = next((r for r in history_rows if r["epoch"] == result.best_epoch), history_rows[-1])
         save_model(

@@ -61,11 +61,17 @@ class Task:
         return None
 
     def scores(
-        self, out: torch.Tensor, x: torch.Tensor, region: str = "full", scale: str = "none"
+        self,
+        out: torch.Tensor,
+        x: torch.Tensor,
+        region: str = "full",
+        scale: str = "none",
+        grid: int | None = None,
     ) -> torch.Tensor:
         """Class probabilities (N, classes), or one anomaly score per image (N, 1); ``region``
         (models.<m>.score_region) is where a reconstruction error is measured, ``scale``
-        (models.<m>.score_scale) what it is divided by."""
+        (models.<m>.score_scale) what it is divided by, ``grid`` (models.<m>.score_grid) the
+        cells it is measured on (None: pixels)."""
         raise NotImplementedError
 
     def threshold(self, meta: dict) -> float | None:
@@ -94,7 +100,7 @@ class MulticlassTask(Task):
     def predicted(self, out):
         return out.argmax(dim=1)
 
-    def scores(self, out, x, region="full", scale="none"):
+    def scores(self, out, x, region="full", scale="none", grid=None):
         return torch.softmax(out.float(), dim=1)
 
 
@@ -111,7 +117,7 @@ class BinaryTask(Task):
     def predicted(self, out):
         return (out.view(-1) > 0).long()
 
-    def scores(self, out, x, region="full", scale="none"):
+    def scores(self, out, x, region="full", scale="none", grid=None):
         p = torch.sigmoid(out.float().view(-1))
         return torch.stack([1.0 - p, p], dim=1)
 
@@ -132,8 +138,8 @@ class OneClassTask(Task):
     def target(self, x, y):
         return x
 
-    def scores(self, out, x, region="full", scale="none"):
-        return per_sample_reconstruction_error(out, x, region, scale).view(-1, 1)
+    def scores(self, out, x, region="full", scale="none", grid=None):
+        return per_sample_reconstruction_error(out, x, region, scale, grid).view(-1, 1)
 
     def threshold(self, meta: dict) -> float:
         """``error_percentiles[threshold_percentile]`` of the artifact; ValueError when absent."""
