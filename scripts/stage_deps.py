@@ -6,8 +6,9 @@
 
 A stage's code is `stages/<name>.py` plus every `maskpipe` module it imports, directly or through
 other modules, including imports inside functions (lazy imports still run). A module counts as
-listed when its file, or a folder above it, is a dep of the stage. Files a module runs by path (``Path(__file__).with_name("x.py")``) count as imports. A change to an unlisted module
-would not rerun the stage: for a reproducible pipeline that is a correctness bug (tests run this).
+listed when its file, or a folder above it, is a dep of the stage. Files a module runs by path
+(``Path(__file__).with_name("x.py")``) count as imports. A change to an unlisted module would not
+rerun the stage: for a reproducible pipeline that is a correctness bug (tests run this).
 """
 
 from __future__ import annotations
@@ -60,10 +61,10 @@ def imported_modules(path: Path, src: Path = SRC, by_path: bool = True) -> set[s
             found.add(mod)
             # `from maskpipe.x import y` may import the submodule maskpipe.x.y
             found.update(f"{mod}.{a.name}" for a in node.names)
-        elif by_path and here and _sibling_code_file(node):
+        elif by_path and here and (sibling := _sibling_code_file(node)):
             # Path(__file__).with_name("x.py"): a module run by path (pyfunc's models-from-code file)
             package = here.split(".") if is_pkg else here.split(".")[:-1]
-            found.add(".".join(package + [_sibling_code_file(node)[:-3]]))
+            found.add(".".join(package + [sibling[:-3]]))
     return {m for m in found if m == PACKAGE or m.startswith(PACKAGE + ".")}
 
 

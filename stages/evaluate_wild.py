@@ -54,7 +54,7 @@ def main(
             batch_size=cfg.batch_size,
             details_path=metrics_dir / f"{model}.details.json",
         )
-    except (ParamsError, WildError, PredictError, ValueError) as exc:
+    except (WildError, PredictError, ValueError) as exc:
         typer.echo(f"evaluate_wild: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(

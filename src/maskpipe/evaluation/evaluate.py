@@ -61,7 +61,7 @@ from maskpipe.imaging import ImageReadError, open_rgb
 from maskpipe.io import atomic_dir, write_csv, write_json
 from maskpipe.labels import LABELS, WITH_MASK, WITHOUT_MASK
 from maskpipe.settings import Section, option
-from maskpipe.tracker import Tracker
+from maskpipe.tracker import MlflowTracker, Tracker
 
 
 @dataclass(frozen=True)
@@ -637,12 +637,8 @@ def evaluate_model(
     write_json(metrics_path, metrics)
 
     if mlflow_run_file is not None:
-        if tracker is None:
-            from maskpipe.tracker import MlflowTracker
-
-            tracker = MlflowTracker()
         log_evaluation(
-            tracker,
+            tracker or MlflowTracker(),
             Path(mlflow_run_file).parent,
             metrics,
             out_dir,

@@ -148,6 +148,8 @@ class PretrainedFeatures:
             raise ValueError(
                 f"evaluate.pretrained_region must be one of {', '.join(REGIONS)}, got {region!r}"
             )
+        if not 0 < float(power) <= 1:
+            raise ValueError(f"evaluate.pretrained_power must be within (0, 1], got {power}")
         net = torchvision.models.mobilenet_v2(weights=None)
         if not 0 <= int(layer) < len(net.features):
             raise ValueError(
@@ -155,8 +157,6 @@ class PretrainedFeatures:
             )
         net.load_state_dict(load_pretrained_state("mobilenet_v2", "imagenet", "evaluate.pretrained_baseline"))
         self.net = net.features[: int(layer) + 1].eval()
-        if not 0 < float(power) <= 1:
-            raise ValueError(f"evaluate.pretrained_power must be within (0, 1], got {power}")
         self.size, self.region, self.power = int(size), region, float(power)
         self.mean, self.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
 

@@ -124,8 +124,8 @@ def train_model(
 ) -> dict[str, Any]:
     """Train one model of params.yaml `models:`; returns a summary (also given to the tracker).
 
-    ``tracker`` defaults to MLflow (maskpipe.serving_tracker.ServingMlflowTracker: the run and the servable model); ``track=False`` means a
-    NullTracker (no run, no mlflow_run.json).
+    ``tracker`` defaults to MLflow (maskpipe.serving_tracker.ServingMlflowTracker: the run and the
+    servable model); ``track=False`` means a NullTracker (no run, no mlflow_run.json).
     """
     paths = paths or TrainPaths()
     config = resolve_model_config(all_params, model_name)
