@@ -58,7 +58,7 @@ def main(
         typer.echo(f"evaluate_wild: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(
-        f"{model} + {settings.detector.name} on {m['photos']} test photos ({m['faces']} faces): "
+        f"{model} + {settings.detector.name} on {m['photos']} {cfg.split} photos ({m['faces']} faces): "
         f"mAP@0.5 {m['map50']}, detection recall {m['detection/recall']} precision "
         f"{m['detection/precision']}, matched faces labelled right {m['accuracy_matched']}"
     )

@@ -21,8 +21,9 @@ MODEL = "mobilenet_v2_3class"
 
 
 def params(profile="tiny", **extra):
+    """One network of MODEL (the repo trains an ensemble of them: tests/test_ensemble.py)."""
     p = resolve_model_config(tiny_params() if profile == "tiny" else repo_params(), MODEL, profile=profile)
-    return p.replace(**extra)
+    return p.replace(**{"ensemble": 1, **extra})
 
 
 def test_macro_f1_counts_only_classes_that_occur():

@@ -127,6 +127,11 @@ class ModelConfig(Section):
         None,
         doc="(top, bottom, left, right) fractions of the face crop the model sees; null = all of it",
     )
+    ensemble: int = option(
+        1,
+        ge=1,
+        doc="train n models (seeds seed, seed+1, ...) and predict the mean of their probabilities",
+    )
     tta_hflip: bool = option(
         False,
         doc="predict (evaluate, predict, serve, pyfunc): the mean of the scores of the image and its mirror",
@@ -200,6 +205,8 @@ class ModelConfig(Section):
             raise self._bad("class_balance", f"a {self.task} model has one class; use none")
         if self.class_balance == "weights" and self.loss != "cross_entropy":
             raise self._bad("class_balance", "weights works with loss cross_entropy; use sampler")
+        if self.ensemble > 1 and not task.has_accuracy:
+            raise self._bad("ensemble", f"a {self.task} model is not averaged over members; use 1")
         if any(d not in self.datasets for d in self.train_only_datasets):
             raise self._bad(
                 "train_only_datasets", f"{self.train_only_datasets!r}: must be names from datasets"

@@ -58,7 +58,39 @@ def build_model(config: ModelConfig, load_weights: bool = True) -> nn.Module:
         raise ValueError(f"unknown arch {config.arch!r} (known: {', '.join(sorted(ARCHS))})")
     if not load_weights:
         config = replace(config, pretrained=None)
+    if config.ensemble > 1:
+        members = member_configs(config)
+        return Ensemble([ARCHS[m.arch].builder(m, num_outputs(m)) for m in members])
     return ARCHS[config.arch].builder(config, num_outputs(config))
+
+
+def member_configs(config: ModelConfig) -> list[ModelConfig]:
+    """The configs the members of an ensemble train with: the model's own (seed s) and seeds s+1, ...
+
+    Member 0 is exactly the model ``ensemble: 1`` trains (same seed, same checkpoint fingerprint).
+    """
+    if config.ensemble <= 1:
+        return [config]
+    return [replace(config, ensemble=1, seed=config.seed + i) for i in range(config.ensemble)]
+
+
+class Ensemble(nn.Module):
+    """``ensemble: n`` members of one architecture, each trained on its own with its own seed.
+
+    Predictions (training/predict.model_scores) average the members' probabilities. ``forward``
+    returns the mean of the members' outputs (logits): what BatchNorm re-estimation passes need.
+    Five-fold grouped CV of mobilenet_v2_3class, the same folds trained with seeds 42 / 1 / 2: pooled
+    macro-F1 0.783 / 0.764 / 0.759, the mean of the three's probabilities 0.801 (incorrect AUC
+    0.90 / 0.85 / 0.89 -> 0.91). The synthetic-trained binary model's members agree too closely to
+    gain (val accuracy 0.952 / 0.952 / 0.946 -> 0.946): an ensemble pays where the seed matters.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
 
 
 class FrozenBackboneModel(nn.Module):

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from maskpipe.training.models import Ensemble
 from maskpipe.training.tasks import get_task
 
 
@@ -16,11 +17,12 @@ def model_scores(model: nn.Module, meta: dict, batch: torch.Tensor) -> torch.Ten
     region, scale = params.get("score_region", "full"), params.get("score_scale", "none")
     grid = params.get("score_grid")
     task = get_task(meta["task"])
-    scores = task.scores(model(batch), batch, region, scale, grid)
+    nets = list(model.members) if isinstance(model, Ensemble) else [model]
+    views = [batch]
     if params.get("tta_hflip"):  # a face and its mirror are the same face: average the two scores
-        mirror = batch.flip(-1)
-        scores = (scores + task.scores(model(mirror), mirror, region, scale, grid)) / 2
-    return scores
+        views.append(batch.flip(-1))
+    scores = [task.scores(net(view), view, region, scale, grid) for net in nets for view in views]
+    return scores[0] if len(scores) == 1 else sum(scores) / len(scores)
 
 
 def predict_proba(model: nn.Module, meta: dict, batch_tensor: torch.Tensor) -> np.ndarray:

@@ -23,7 +23,7 @@ from maskpipe.paths import repo_root
 from maskpipe.tracker import NullTracker, Tracker
 from maskpipe.training import distributed, engine
 from maskpipe.training.artifact import save_model
-from maskpipe.training.config import normalization, resolve_model_config, train_config
+from maskpipe.training.config import ModelConfig, normalization, resolve_model_config, train_config
 from maskpipe.training.data import (
     BatchLoader,
     DataError,
@@ -37,7 +37,7 @@ from maskpipe.training.data import (
     select_samples,
 )
 from maskpipe.training.losses import build_loss, per_sample_reconstruction_error
-from maskpipe.training.models import build_model, count_parameters
+from maskpipe.training.models import Ensemble, build_model, count_parameters, member_configs
 from maskpipe.training.tasks import get_task
 from maskpipe.training.transforms import BatchAugmenter
 from maskpipe.training.weights import describe_source
@@ -64,6 +64,8 @@ def _history_frame(rows: list[dict[str, Any]], task: str) -> pd.DataFrame:
     cols = [
         c for c in HISTORY_COLUMNS if get_task(task).has_accuracy or c not in ("val_accuracy", "val_macro_f1")
     ]
+    if any("member" in r for r in rows):  # an ensemble: epochs run on, member after member
+        cols.insert(1, "member")
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
@@ -160,48 +162,62 @@ def train_model(
     mean, std = normalization(config)
     augmenter = BatchAugmenter.from_config(config, mean, std)
     bs = config.batch_size
-    train_loader = dist.train_loader(  # [distributed] this rank's shard (DistributedSampler)
-        BatchLoader(
-            train_split.images,
-            bs,
-            augmenter,
-            train=True,
-            seed=seed,
-            device=device,
-            balanced=config.class_balance == "sampler",
+
+    def loaders(member: ModelConfig) -> tuple[Any, BatchLoader | None]:
+        """Train / val loaders seeded by the member's seed (its batch order and augmentation)."""
+        train_loader = dist.train_loader(  # [distributed] this rank's shard (DistributedSampler)
+            BatchLoader(
+                train_split.images,
+                bs,
+                augmenter,
+                train=True,
+                seed=member.seed,
+                device=device,
+                balanced=config.class_balance == "sampler",
+            )
         )
-    )
-    val_loader = (
-        BatchLoader(val_split.images, bs, augmenter, train=False, seed=seed, device=device)
-        if len(val_split.samples)
-        else None
-    )
+        val_loader = (
+            BatchLoader(val_split.images, bs, augmenter, train=False, seed=member.seed, device=device)
+            if len(val_split.samples)
+            else None
+        )
+        return train_loader, val_loader
+
     log(
         f"{model_name}: profile {config.profile}, device {device}, "
         f"train {class_counts(train_split.samples)}, val {class_counts(val_split.samples)}"
     )
-    if val_loader is None:
+    if not len(val_split.samples):
         log(f"{model_name}: no validation images; early stopping watches the training loss")
 
-    # ---- model
-    engine.seed_everything(seed)
-    model = build_model(config)
+    # ---- model: one network, or the members of an ensemble (seeds seed, seed+1, ...), each with
+    # its own checkpoint; member 0 is exactly the network `ensemble: 1` trains
+    members = member_configs(config)
+    nets = []
+    for member in members:
+        engine.seed_everything(member.seed)
+        nets.append(build_model(member))
     counts = np.bincount(train_split.images.labels, minlength=max(len(config.classes), 1))
     loss_fn = build_loss(config, class_counts=counts)
-    trainable, total = count_parameters(model)
-    fp = engine.fingerprint(
-        config,
-        train_split.images.keys,
-        manifest(train_split.samples),
-        val_split.images.keys,
-        manifest(val_split.samples),
-    )
+    trainable = sum(count_parameters(net)[0] for net in nets)
+    total = sum(count_parameters(net)[1] for net in nets)
+    fps = [
+        engine.fingerprint(
+            member,
+            train_split.images.keys,
+            manifest(train_split.samples),
+            val_split.images.keys,
+            manifest(val_split.samples),
+        )
+        for member in members
+    ]
     model_dir = paths.model_dir(model_name)
     model_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = model_dir / "checkpoint.pt"
-    resume = engine.resume_state(ckpt, fp, log=log)
+    ckpts = [model_dir / ("checkpoint.pt" if i == 0 else f"checkpoint_m{i}.pt") for i in range(len(members))]
+    resumes = [engine.resume_state(ckpt, fp, log=log) for ckpt, fp in zip(ckpts, fps, strict=True)]
+    resume = next((r for r in resumes if r), None)  # the MLflow run to continue
     history_path = paths.history(model_name)
-    history_rows: list[dict[str, Any]] = list(resume["history"]) if resume else []
+    history_rows: list[dict[str, Any]] = []
 
     summary: dict[str, Any] = {
         "model": model_name,
@@ -234,36 +250,56 @@ def train_model(
                 "model.trainable_parameters": trainable,
             }
         )
-        if run_id is not None and resume and resume.get("mlflow_run_id") != run_id:
-            for row in history_rows:  # a new run for a resumed training: replay earlier epochs
-                tracker.log_epoch(row, step=int(row["epoch"]))
+        results: list[engine.FitResult] = []
+        offset = 0  # epochs of the members before: an ensemble's history runs on, member after member
+        for i, (member, net, ckpt, fp, member_resume) in enumerate(
+            zip(members, nets, ckpts, fps, resumes, strict=True)
+        ):
+            if len(members) > 1:
+                log(f"{model_name}: member {i + 1} of {len(members)} (seed {member.seed})")
 
-        def on_epoch(row: dict[str, Any]) -> None:
-            history_rows.append(row)
-            write_history()
-            tracker.log_epoch(row, step=int(row["epoch"]))
+            def as_row(row: dict[str, Any], i: int = i, offset: int = offset) -> dict[str, Any]:
+                if len(members) == 1:
+                    return row
+                return {**row, "epoch": offset + int(row["epoch"]), "member": i}
 
-        result = engine.fit(
-            dist.wrap(model, device),
-            train_loader,
-            val_loader,
-            loss_fn,
-            config,  # [distributed] DDP
-            checkpoint_path=ckpt if dist.is_main else None,
-            fingerprint_value=fp,
-            resume=resume,
-            device=device,
-            on_epoch=on_epoch if dist.is_main else None,
-            checkpoint_extra={"mlflow_run_id": run_id},
-            stop_after_epoch=stop_after_epoch,
-            progress=progress,
-            log=log,
-        )
+            earlier = [as_row(r) for r in (member_resume or {}).get("history", [])]
+            history_rows.extend(earlier)
+            if run_id is not None and member_resume and member_resume.get("mlflow_run_id") != run_id:
+                for row in earlier:  # a new run for a resumed training: replay earlier epochs
+                    tracker.log_epoch(row, step=int(row["epoch"]))
+
+            def on_epoch(row: dict[str, Any], as_row: Callable = as_row) -> None:
+                history_rows.append(as_row(row))
+                write_history()
+                tracker.log_epoch(history_rows[-1], step=int(history_rows[-1]["epoch"]))
+
+            train_loader, val_loader = loaders(member)
+            result = engine.fit(
+                dist.wrap(net, device),
+                train_loader,
+                val_loader,
+                loss_fn,
+                member,  # [distributed] DDP
+                checkpoint_path=ckpt if dist.is_main else None,
+                fingerprint_value=fp,
+                resume=member_resume,
+                device=device,
+                on_epoch=on_epoch if dist.is_main else None,
+                checkpoint_extra={"mlflow_run_id": run_id},
+                stop_after_epoch=None if stop_after_epoch is None else stop_after_epoch - offset,
+                progress=progress,
+                log=log,
+            )
+            net.load_state_dict(result.best_state)
+            results.append(result)
+            offset += result.last_epoch
         if not dist.is_main:  # [distributed]
             return
         write_history()
-        model.load_state_dict(result.best_state)
+        model = nets[0] if len(nets) == 1 else Ensemble(nets)
         model.to(device)
+        result = results[0]
 
         extra: dict[str, Any] = {
             "weights_source": summary["weights_source"],
@@ -282,6 +318,18 @@ def train_model(
                     extra[key] = reconstruction_percentiles(
                         model, loader, device, config.score_region, config.score_scale, config.score_grid
                     )
+        if len(results) > 1:
+            extra["ensemble_members"] = [
+                {
+                    "seed": m.seed,
+                    "best_epoch": r.best_epoch,
+                    "epochs_run": r.last_epoch,
+                    r.monitor: r.best_metric,
+                }
+                for m, r in zip(members, results, strict=True)
+            ]
+            summary["members"] = extra["ensemble_members"]
+        # member 0's best epoch (an ensemble's members: extra["ensemble_members"])
         best_row = next((r for r in history_rows if r["epoch"] == result.best_epoch), history_rows[-1])
         save_model(
             model_dir / "model.pt",
@@ -297,7 +345,7 @@ def train_model(
         summary.update(
             {
                 "best_epoch": result.best_epoch,
-                "epochs_run": result.last_epoch,
+                "epochs_run": sum(r.last_epoch for r in results),
                 "stopped_early": result.stopped_early,
                 "resumed_from": result.resumed_from,
                 "best_val_loss": best_row.get("val_loss"),
@@ -311,6 +359,9 @@ def train_model(
             value = summary.get(key)
             if value is not None and math.isfinite(float(value)):
                 final[key.replace("best_val_", "best/val_")] = float(value)
+        for i, r in enumerate(results if len(results) > 1 else []):
+            final[f"member{i}/best_epoch"] = r.best_epoch
+            final[f"member{i}/best_{r.monitor}"] = float(r.best_metric)
         if extra.get("error_percentiles"):
             final["train/error_p75"] = extra["error_percentiles"][75]
             final["train/error_p95"] = extra["error_percentiles"][95]
@@ -336,9 +387,13 @@ def train_model(
     dist.close()  # [distributed]
     if not dist.is_main:
         return summary
-    engine.mark_checkpoint_complete(ckpt)
+    for ckpt in ckpts:  # not before: an interrupted ensemble keeps its finished members
+        engine.mark_checkpoint_complete(ckpt)
+    of = f"of {summary['epochs_run']}"
+    if len(members) > 1:
+        of = f"of member 1 ({summary['epochs_run']} epochs over {len(members)} members)"
     log(
-        f"{model_name}: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
+        f"{model_name}: best epoch {summary['best_epoch']} {of}, "
         f"val_loss {summary['best_val_loss']}, val_accuracy {summary['best_val_accuracy']}, "
         f"val_macro_f1 {summary.get('best_val_macro_f1')}, "
         f"{summary['train_seconds']} s"
