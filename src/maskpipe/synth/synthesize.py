@@ -544,22 +544,33 @@ def variant_key(face_id: str, variant: int) -> str:
     return face_id if variant == 0 else f"{face_id}#v{variant}"
 
 
-def _process(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _process(row: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every masked version of one source face: its crop is read and its landmarks are found once
+    (the landmark search is most of a face's time), then each version is drawn from its own plan."""
     settings: Settings = _WORKER["settings"]
     face_id = str(row["face_id"])
-    variant = int(row.get("variant", 0))
-    key = variant_key(face_id, variant)
-    plan = plan_for(key, settings)
     skip = {"source_face_id": face_id, "source_crop": row["crop_path"], "source_dataset": row["dataset"],
             "split": row["split"], "landmark_method": ""}  # fmt: skip
     try:
         crop = load_crop_face(row, _WORKER["base"])
     except ImageReadError as exc:
-        return "skip", {**skip, "reason_code": "unreadable crop", "reason": str(exc)}
-    image, rect = crop.image, crop.rect
-    landmarks = find_landmarks(image, rect, upsample=settings.detector_upsample, dataset=str(row["dataset"]))
+        return [("skip", {**skip, "reason_code": "unreadable crop", "reason": str(exc)})] * settings.variants
+    landmarks = find_landmarks(
+        crop.image, crop.rect, upsample=settings.detector_upsample, dataset=str(row["dataset"])
+    )
     skip["landmark_method"] = landmarks.method
     skip["detector_agreed"] = landmarks.detector_agreed
+    return [_draw_version(row, crop, landmarks, variant, skip) for variant in range(settings.variants)]
+
+
+def _draw_version(
+    row: dict[str, Any], crop: CropFace, landmarks: Landmarks, variant: int, skip: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    settings: Settings = _WORKER["settings"]
+    face_id = str(row["face_id"])
+    key = variant_key(face_id, variant)
+    plan = plan_for(key, settings)
+    image, rect = crop.image, crop.rect
     result, failures = None, []
     for attempt in wear_attempts(plan, settings):
         try:
@@ -644,7 +655,7 @@ def run_synthesis(
         raise SynthesisError(
             f"{crops_index}: no {WITHOUT_MASK} faces from {', '.join(settings.sources)} (params synthesize.sources)"
         )
-    rows = [{**row, "variant": v} for v in range(settings.variants) for row in faces.to_dict("records")]
+    rows = faces.to_dict("records")  # one task per source face: its versions share its landmarks
     out_dir = Path(out_dir)
     out_rel = _relative_out(out_dir, base)
     from tqdm import tqdm
@@ -653,22 +664,31 @@ def run_synthesis(
         for sub in (WITH_MASK, INCORRECT, "masks"):
             (tmp / sub).mkdir()
         init_args = (str(masktheface), settings, str(base), str(tmp), out_rel)
-        bar = dict(
-            total=len(rows),
+        bar = tqdm(
+            total=len(rows) * settings.variants,
             desc="synthesize",
             unit="face",
             disable=None if progress is None else not progress,
         )
-        if settings.workers > 1 and len(rows) > 1:
-            # fork keeps the parent's imported dlib; each worker loads the models once.
-            context = multiprocessing.get_context(
-                "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-            )
-            with context.Pool(settings.workers, initializer=_init_worker, initargs=init_args) as pool:
-                outcomes = list(tqdm(pool.imap(_process, rows, chunksize=4), **bar))
-        else:
-            _init_worker(*init_args)
-            outcomes = [_process(row) for row in tqdm(rows, **bar)]
+        outcomes: list[tuple[str, dict[str, Any]]] = []
+
+        def collect(versions: list[tuple[str, dict[str, Any]]]) -> None:
+            outcomes.extend(versions)
+            bar.update(len(versions))
+
+        with bar:
+            if settings.workers > 1 and len(rows) > 1:
+                # fork keeps the parent's imported dlib; each worker loads the models once.
+                context = multiprocessing.get_context(
+                    "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+                )
+                with context.Pool(settings.workers, initializer=_init_worker, initargs=init_args) as pool:
+                    for versions in pool.imap(_process, rows, chunksize=max(1, 4 // settings.variants)):
+                        collect(versions)
+            else:
+                _init_worker(*init_args)
+                for row in rows:
+                    collect(_process(row))
         records = pd.DataFrame([r for kind, r in outcomes if kind == "ok"])
         skipped = pd.DataFrame([r for kind, r in outcomes if kind == "skip"])
         records = records.reindex(columns=[*SYNTH_INDEX_COLUMNS, "template", "detector_agreed"])
@@ -679,7 +699,7 @@ def run_synthesis(
         skipped = skipped.sort_values("source_face_id", kind="stable").reset_index(drop=True)
         write_csv(tmp / "index.csv", records)
         write_csv(tmp / "skipped.csv", skipped)
-    return RunResult(len(rows), records, skipped)  # faces: source faces x variants
+    return RunResult(len(rows) * settings.variants, records, skipped)  # faces: source faces x variants
 
 
 def _counts(series: pd.Series) -> dict[str, int]:
