@@ -33,6 +33,19 @@ def tiny_repo(tmp_path_factory, shared):
     return build_tiny_repo(REPO, shared, tmp_path_factory.mktemp("tiny") / "maskpipe")
 
 
+@pytest.fixture()
+def fake_repo(tmp_path, monkeypatch):
+    """A temp repo of tiny fake crops (every dataset, train / val / test) and synthetic faces, as cwd:
+    what train_model needs (tests/training_fakes.py)."""
+    from training_fakes import ALL_DATASETS, make_crops, make_synthetic
+
+    crops = make_crops(tmp_path, ALL_DATASETS, {"train": 6, "val": 3, "test": 2}, size=40)
+    make_synthetic(tmp_path, crops, size=40)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    return tmp_path
+
+
 @pytest.fixture(autouse=True)
 def _no_global_mlflow_uri():
     """MLflow keeps the tracking / registry URI a test set (maskpipe.tracking sets one) in module

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
-from training_fakes import ALL_DATASETS, make_crops, make_synthetic, tiny_params
+from training_fakes import tiny_params
 
 from maskpipe.training.artifact import load_model
 from maskpipe.training.config import ConfigError, resolve_model_config
@@ -68,15 +68,6 @@ def test_the_key_is_checked():
     params["models"]["cae_oneclass"]["ensemble"] = 2
     with pytest.raises(ConfigError, match=r"cae_oneclass\.ensemble: a oneclass model"):
         resolve_model_config(params, "cae_oneclass")
-
-
-@pytest.fixture()
-def fake_repo(tmp_path, monkeypatch):
-    crops = make_crops(tmp_path, ALL_DATASETS, {"train": 6, "val": 3, "test": 2}, size=40)
-    make_synthetic(tmp_path, crops, size=40)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    return tmp_path
 
 
 def test_an_ensemble_trains_its_members_saves_them_in_one_file_and_resumes_member_by_member(fake_repo):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from training_fakes import ALL_DATASETS, make_crops, make_synthetic, tiny_params
+from training_fakes import tiny_params
 
 from maskpipe.training import engine
 from maskpipe.training.artifact import load_model
@@ -169,15 +169,6 @@ def test_nan_loss_stops_with_model_epoch_and_batch():
         engine.NonFiniteLossError, match=r"mask_cnn: training loss is nan at epoch 1, batch 2"
     ):
         engine.fit(model, train, val, Exploding(), p, **QUIET)
-
-
-@pytest.fixture()
-def fake_repo(tmp_path, monkeypatch):
-    crops = make_crops(tmp_path, ALL_DATASETS, {"train": 6, "val": 3, "test": 2}, size=40)
-    make_synthetic(tmp_path, crops, size=40)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    return tmp_path
 
 
 def test_train_model_writes_artifact_history_and_oneclass_percentiles(fake_repo):

@@ -58,9 +58,8 @@ def build_model(config: ModelConfig, load_weights: bool = True) -> nn.Module:
         raise ValueError(f"unknown arch {config.arch!r} (known: {', '.join(sorted(ARCHS))})")
     if not load_weights:
         config = replace(config, pretrained=None)
-    if config.ensemble > 1:
-        members = member_configs(config)
-        return Ensemble([ARCHS[m.arch].builder(m, num_outputs(m)) for m in members])
+    if config.ensemble > 1:  # members have ensemble 1 (and no weights file when load_weights is false)
+        return Ensemble([build_model(m) for m in member_configs(config)])
     return ARCHS[config.arch].builder(config, num_outputs(config))
 
 

@@ -199,8 +199,7 @@ def train_model(
         nets.append(build_model(member))
     counts = np.bincount(train_split.images.labels, minlength=max(len(config.classes), 1))
     loss_fn = build_loss(config, class_counts=counts)
-    trainable = sum(count_parameters(net)[0] for net in nets)
-    total = sum(count_parameters(net)[1] for net in nets)
+    trainable, total = (sum(column) for column in zip(*map(count_parameters, nets), strict=True))
     fps = [
         engine.fingerprint(
             member,
