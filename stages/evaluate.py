@@ -55,7 +55,18 @@ def main(
         raise typer.Exit(1) from None
     m = out.metrics
     shown = [
-        k for k in m if k.split("/", 1)[-1] in ("n", "accuracy", "macro_f1", "roc_auc", "mahalanobis/roc_auc")
+        k
+        for k in m
+        if k.split("/", 1)[-1]
+        in (
+            "n",
+            "accuracy",
+            "macro_f1",
+            "roc_auc",
+            "mahalanobis/roc_auc",
+            "pretrained/roc_auc",
+            "pretrained_knn/roc_auc",
+        )
     ]
 
     def shown_value(k: str) -> str:

@@ -280,7 +280,7 @@ def test_autoencoder_threshold_auc_and_mahalanobis(tmp_path):
         "ae_channels": [4, 8, 8],
     }
     save_tiny_model(tmp_path, "cae", spec, train_fn=_train_autoencoder_on_blue)
-    out = run(tmp_path, "cae", {"pretrained_size": 64})  # small: a fast test
+    out = run(tmp_path, "cae", {"pretrained_size": 64, "pretrained_knn_size": 64})  # small: a fast test
     m = out.metrics
     pred = pd.read_csv(tmp_path / "metrics/plots/cae/eval/test/predictions.csv")
     assert m["oneclass/train_n"] == 12 and m["test/n"] == 12
@@ -320,6 +320,24 @@ def test_autoencoder_threshold_auc_and_mahalanobis(tmp_path):
     )
     assert m["test/pretrained/roc_auc"] > 0.9  # blue vs skin colour: any texture feature sees it
     assert m["test/pretrained/roc_auc_lo"] <= m["test/pretrained/roc_auc"] <= m["test/pretrained/roc_auc_hi"]
+    # the k-nearest-neighbour distance of the same features, thresholded at the same percentile of the
+    # training faces' leave-one-out distances
+    assert (folder / "roc_pretrained_knn.csv").exists() and (folder / "confusion_pretrained_knn.csv").exists()
+    assert m["oneclass/pretrained_knn_k"] == 5
+    assert m["test/pretrained_knn/roc_auc"] == pytest.approx(
+        skm.roc_auc_score(anomaly, scored["score_pretrained_knn"]), abs=1e-5
+    )
+    assert m["test/pretrained_knn/roc_auc"] > 0.9
+    knn_thr = out.summary["thresholds"]["pretrained_knn"]
+    assert m["test/pretrained_knn/threshold"] == pytest.approx(knn_thr, rel=1e-5)
+    assert (scored["anomaly_pretrained_knn"] == (scored["score_pretrained_knn"] > knn_thr)).all()
+    # the kNN at its own input size: features at both sizes, each scorer reads its own columns
+    two = run(tmp_path, "cae", {"pretrained_size": 64, "pretrained_knn_size": 96}).metrics
+    assert two["test/pretrained/roc_auc"] == m["test/pretrained/roc_auc"]
+    assert two["oneclass/pretrained_dim"] == 160
+    no_knn = run(tmp_path, "cae", {"pretrained_size": 64, "pretrained_knn": 0}).metrics
+    assert not any("pretrained_knn" in k for k in no_knn)
+    assert no_knn["test/pretrained/roc_auc"] == m["test/pretrained/roc_auc"]
     off = run(tmp_path, "cae", {"pretrained_baseline": False}).metrics
     assert not any("pretrained" in k for k in off) and off["test/roc_auc"] == m["test/roc_auc"]
 

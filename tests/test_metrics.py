@@ -181,6 +181,29 @@ def test_mahalanobis_matches_scipy_and_separates_a_shifted_cluster():
     assert np.all(np.isfinite(wide.score(rng.normal(size=(4, 64)))))
 
 
+def test_knn_scorer_is_the_mean_distance_to_the_k_nearest_and_leaves_a_training_face_out():
+    from maskpipe.evaluation.oneclass import KnnScorer
+
+    rng = np.random.default_rng(3)
+    normal = rng.normal(loc=1.0, size=(40, 6))
+    scorer = KnnScorer.fit(normal, k=3)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    q = rng.normal(size=(5, 6))
+    brute = ((unit(q)[:, None] - unit(normal)[None]) ** 2).sum(-1)  # squared euclidean of unit vectors
+    np.testing.assert_allclose(scorer.score(q), np.sort(brute, 1)[:, :3].mean(1), rtol=1e-9, atol=1e-12)
+    # a training face's own zero distance is not one of its neighbours
+    own = ((unit(normal)[:, None] - unit(normal)[None]) ** 2).sum(-1)
+    np.fill_diagonal(own, np.inf)
+    np.testing.assert_allclose(scorer.train_scores(normal), np.sort(own, 1)[:, :3].mean(1), atol=1e-12)
+    assert np.all(scorer.score(normal) < scorer.train_scores(normal) + 1e-12)
+    # a direction the normal faces do not point in scores higher
+    away = rng.normal(loc=-1.0, size=(40, 6))
+    s = np.r_[scorer.score(rng.normal(loc=1.0, size=(40, 6))), scorer.score(away)]
+    assert skm.roc_auc_score(np.r_[np.zeros(40), np.ones(40)], s) > 0.95
+    with pytest.raises(ValueError, match="k must be within 1..39"):
+        KnnScorer.fit(normal, k=40)
+
+
 @pytest.mark.parametrize("size", [4, 5, 7])
 def test_region_mean_averages_only_its_box(size):
     """`mouth` is the lower half without the outer fifths; at 4x4 that is rows 2-3, columns 1-2."""

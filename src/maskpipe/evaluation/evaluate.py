@@ -14,9 +14,11 @@ reconstruction error is labelled by the task registry at the model's own operati
 (``models.<m>.threshold_percentile`` of its training errors, stored in the artifact: the same
 threshold predict, serve and the pyfunc model use). The latent Mahalanobis distance, an
 evaluation-only baseline, is thresholded at the same percentile of its values on the training
-images; metrics for it are prefixed ``<set>/mahalanobis/``. A third, ``<set>/pretrained/``, needs no
-training at all: a Gaussian on ImageNet MobileNetV2 features of the lower face (``evaluate.pretrained_*``,
-oneclass.PretrainedFeatures), the baseline the autoencoder has to beat.
+images; metrics for it are prefixed ``<set>/mahalanobis/``. Two more need no training at all:
+``<set>/pretrained/``, a Gaussian on ImageNet MobileNetV2 features of the lower face
+(``evaluate.pretrained_*``, oneclass.PretrainedFeatures), and ``<set>/pretrained_knn/``, the distance of
+the same kind of features to their k nearest masked training faces (oneclass.KnnScorer): the
+baselines the autoencoder has to beat.
 
 Every classification metric gets a 95 % bootstrap interval, ``<metric>_lo`` / ``<metric>_hi``,
 resampling source photos (``source_groups``; ``evaluate.bootstrap_resamples``, 0 = none).
@@ -52,6 +54,7 @@ from maskpipe.evaluation.metrics import (
     significant,
 )
 from maskpipe.evaluation.oneclass import (
+    KnnScorer,
     MahalanobisScorer,
     anomaly_metrics,
     latent_vectors,
@@ -94,6 +97,10 @@ class EvaluateConfig(Section):
     pretrained_power: float = option(
         0.5, gt=0, le=1, doc="each averaged feature -> sign(x) |x|^power before the Gaussian; 1 = as is"
     )
+    pretrained_knn: int = option(
+        5, ge=0, doc="one-class: also the k-nearest-neighbour distance of the same features; 0 = off"
+    )
+    pretrained_knn_size: int = option(160, ge=32, le=512, doc="pixels the face is resized to for the kNN")
 
 
 class EvaluationError(ValueError):
@@ -115,6 +122,7 @@ SCORE_AXIS = {
     "reconstruction": "reconstruction error (MSE)",
     "mahalanobis": "latent Mahalanobis distance",
     "pretrained": "Mahalanobis distance of ImageNet MobileNetV2 features",
+    "pretrained_knn": "distance of ImageNet MobileNetV2 features to the k nearest masked training faces",
 }
 
 
@@ -344,7 +352,7 @@ def _oneclass_set(
     mahalanobis: MahalanobisScorer | None,
     groups: np.ndarray,
     boot: dict,
-    pretrained: MahalanobisScorer | None = None,
+    pretrained: dict[str, tuple[MahalanobisScorer | KnnScorer, slice]] | None = None,
 ) -> tuple[dict, list[str], dict]:
     """Anomaly metrics of both scores; only with_mask (normal) and without_mask (anomaly) are scored."""
     from maskpipe.training.tasks import get_task
@@ -358,8 +366,9 @@ def _oneclass_set(
     score_sets = {"reconstruction": scored.scores[:, 0]}
     if mahalanobis is not None and scored.latents is not None:
         score_sets["mahalanobis"] = mahalanobis.score(scored.latents)
-    if pretrained is not None and scored.features is not None:
-        score_sets["pretrained"] = pretrained.score(scored.features)
+    if scored.features is not None:
+        for kind, (scorer, columns) in (pretrained or {}).items():
+            score_sets[kind] = scorer.score(scored.features[:, columns])
     for label in sorted(set(labels[~scored_mask])):
         metrics[f"{name}/excluded/{label}"] = int((labels == label).sum())
         for kind, s in score_sets.items():
@@ -499,7 +508,7 @@ def evaluate_model(
     set_info: dict[str, Any] = {}
     thresholds: dict[str, float] = {}
     mahalanobis = None
-    pretrained = None
+    pretrained: dict[str, tuple[MahalanobisScorer | KnnScorer, slice]] = {}
     extractor = None
 
     with atomic_dir(out_dir) as tmp_dir:
@@ -514,12 +523,15 @@ def evaluate_model(
             if train.empty:
                 raise EvaluationError(f"{model_name}: no training images to fit the one-class baselines on")
             if p.pretrained_baseline:
-                from maskpipe.evaluation.oneclass import PretrainedFeatures
+                from maskpipe.evaluation.oneclass import PretrainedFeatures, PretrainedFeatureSet
                 from maskpipe.training.weights import PretrainedWeightsError
 
                 try:
-                    extractor = PretrainedFeatures(
-                        p.pretrained_layer, p.pretrained_size, p.pretrained_region, p.pretrained_power
+                    extractor = PretrainedFeatureSet(
+                        PretrainedFeatures(
+                            p.pretrained_layer, p.pretrained_size, p.pretrained_region, p.pretrained_power
+                        ),
+                        [p.pretrained_size] + ([p.pretrained_knn_size] if p.pretrained_knn else []),
                     )
                 except PretrainedWeightsError as exc:  # the model's own scores are still valid
                     notes.append(f"{model_name}: no pretrained-feature baseline: {exc}")
@@ -549,11 +561,24 @@ def evaluate_model(
                 # autoencoder may train on (train_only_datasets) are not part of it (val AUC 0.931 vs 0.927)
                 real = ~tr.samples["dataset"].isin(config.train_only_datasets).to_numpy()
                 feats = tr.features[real]
-                pretrained = MahalanobisScorer.fit(feats)
-                thresholds["pretrained"] = percentile_threshold(pretrained.score(feats), q)
-                metrics["oneclass/pretrained_shrinkage"] = _r(pretrained.shrinkage)
-                metrics["oneclass/pretrained_dim"] = int(feats.shape[1])
+                columns = extractor.columns(p.pretrained_size)
+                gaussian = MahalanobisScorer.fit(feats[:, columns])
+                pretrained["pretrained"] = (gaussian, columns)
+                metrics["oneclass/pretrained_shrinkage"] = _r(gaussian.shrinkage)
+                metrics["oneclass/pretrained_dim"] = int(feats[:, columns].shape[1])
                 metrics["oneclass/pretrained_train_n"] = int(real.sum())
+                if p.pretrained_knn:
+                    columns = extractor.columns(p.pretrained_knn_size)
+                    try:
+                        pretrained["pretrained_knn"] = (
+                            KnnScorer.fit(feats[:, columns], p.pretrained_knn),
+                            columns,
+                        )
+                    except ValueError as exc:
+                        raise EvaluationError(f"{model_name}: evaluate.pretrained_knn: {exc}") from exc
+                    metrics["oneclass/pretrained_knn_k"] = p.pretrained_knn
+                for kind, (scorer, columns) in pretrained.items():
+                    thresholds[kind] = percentile_threshold(scorer.train_scores(feats[:, columns]), q)
 
         for set_name, datasets in sets.items():
             samples = select_samples(crops, synth, config, "test", datasets=datasets, labels=list(LABELS))
