@@ -220,6 +220,10 @@ def test_region_mean_averages_only_its_box(size):
     assert region_mean(fmap, "lower")[0, 0].item() < 1.0  # the lower half also holds the sides
     if size == 4:
         assert (top, bottom, left, right) == (2, 4, 1, 3)
+        # nose_mouth is the upper half of that box: row 2 only
+        assert region_mean(fmap, "nose_mouth").tolist() == [[1.0, 3.0]]
+        fmap[:, 0, 3] = 5.0  # the chin row is not part of it
+        assert region_mean(fmap, "nose_mouth").tolist() == [[1.0, 3.0]]
 
 
 def test_signed_power_keeps_the_sign_and_compresses_the_tails():

@@ -92,7 +92,9 @@ class EvaluateConfig(Section):
     pretrained_layer: int = option(16, ge=1, le=18, doc="MobileNetV2 features[:layer + 1]")
     pretrained_size: int = option(128, ge=32, le=512, doc="pixels the face is resized to for the features")
     pretrained_region: str = option(
-        "mouth", choices=("mouth", "lower", "full"), doc="feature map averaged over (oneclass.REGIONS)"
+        "nose_mouth",
+        choices=("nose_mouth", "mouth", "lower", "full"),
+        doc="feature map averaged over (oneclass.REGIONS)",
     )
     pretrained_power: float = option(
         0.5, gt=0, le=1, doc="each averaged feature -> sign(x) |x|^power before the Gaussian; 1 = as is"
@@ -100,7 +102,7 @@ class EvaluateConfig(Section):
     pretrained_knn: int = option(
         5, ge=0, doc="one-class: also the k-nearest-neighbour distance of the same features; 0 = off"
     )
-    pretrained_knn_size: int = option(160, ge=32, le=512, doc="pixels the face is resized to for the kNN")
+    pretrained_knn_size: int = option(128, ge=32, le=512, doc="pixels the face is resized to for the kNN")
 
 
 class EvaluationError(ValueError):
