@@ -9,6 +9,7 @@ when params, data and code are unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -26,11 +27,14 @@ def main(
     synth_index: Path = typer.Option(Path("data/synthetic/index.csv")),
     models_dir: Path = typer.Option(Path("data/models")),
     plots_dir: Path = typer.Option(Path("metrics/plots")),
+    resolved_dir: Path = typer.Option(
+        Path("data/resolved"), help="resolve@<model>'s output, checked against params.yaml when present"
+    ),
 ) -> None:
     from maskpipe.params import ParamsError, load_params
     from maskpipe.settings import ConfigError
     from maskpipe.training.artifact import ArtifactError
-    from maskpipe.training.config import resolve_model_config, train_config
+    from maskpipe.training.config import resolve_model_config, train_config, training_inputs
     from maskpipe.training.data import DataError
     from maskpipe.training.engine import NonFiniteLossError
     from maskpipe.training.run import TrainPaths, train_model
@@ -40,11 +44,20 @@ def main(
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)
-    # the stage reads seed, train, profiles and models.<model> (dvc.yaml lists exactly these)
+    # the stage reads seed, train, profiles and models.<model>, resolved: exactly what resolve@<model>
+    # wrote to data/resolved/<model>.json, the file dvc.yaml lists as its params dependency
     try:
         all_params = load_params(params_file)
         resolve_model_config(all_params, model)  # a typo in params.yaml: one line, exit 2, before any work
         train_config(all_params)
+        resolved = resolved_dir / f"{model}.json"
+        if resolved.exists():
+            wanted = json.loads(json.dumps(training_inputs(all_params, model), default=str))
+            if json.loads(resolved.read_text()) != wanted:
+                raise ParamsError(
+                    f"{resolved} does not match {params_file}: run `python stages/resolve.py {model}` first "
+                    "(`dvc repro` does)"
+                )
     except (ParamsError, ConfigError) as exc:
         typer.echo(f"train@{model}: {exc}", err=True)
         raise typer.Exit(2) from None

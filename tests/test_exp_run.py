@@ -1,7 +1,7 @@
 """`dvc exp run` end to end on the tiny profile, in a throwaway git + DVC repo.
 
-The temp repo holds the real train stage of dvc.yaml (copied from this repo), the real
-stages/train.py and the code folders it depends on, params.yaml with train.profile: tiny and
+The temp repo holds the real resolve and train stages of dvc.yaml (copied from this repo), the
+real stages/resolve.py, stages/train.py and the code folders they depend on, params.yaml with train.profile: tiny and
 only mask_cnn under `models:`, and fake crops. maskpipe itself is imported from the installed
 package, like in the real repo.
 """
@@ -51,18 +51,18 @@ def exp_repo(tmp_path):
             "MLFLOW_DISABLE_TELEMETRY": "true",
         }
     )
-    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
-    for dep in stage["do"]["deps"]:
+    stages = {k: yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][k] for k in ("resolve", "train")}
+    for dep in {d for stage in stages.values() for d in stage["do"]["deps"]}:
         src = REPO / dep
         if src.is_dir():
-            shutil.copytree(src, root / dep, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, root / dep, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
         elif src.is_file():
             (root / dep).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / dep)
     params = tiny_params(epochs=2)
     params["models"] = {MODEL: params["models"][MODEL]}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": stage}}, sort_keys=False))
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     crops = make_crops(
         root, {"mask_folders": ["with_mask", "without_mask"]}, {"train": 8, "val": 4, "test": 2}, size=40
     )

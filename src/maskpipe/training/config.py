@@ -341,6 +341,18 @@ def resolve_model_config(
     return ModelConfig.from_mapping(merged, f"models.{model_name}")
 
 
+def training_inputs(all_params: Mapping[str, Any], model_name: str) -> dict[str, Any]:
+    """Everything of params.yaml that training ``model_name`` reads (train_model resolves exactly
+    these two): the model's resolved config (its `models:` entry, the active profile's `all` and
+    `<model>` layers, and the seed) and the `train:` section. The resolve stage writes it to
+    data/resolved/<model>.json, the file train@<model> depends on instead of `profiles` as a whole:
+    editing one model's profile entry then retrains that model only."""
+    return {
+        "model": resolve_model_config(all_params, model_name).to_plain(),
+        "train": _plain(train_config(all_params).to_dict()),
+    }
+
+
 def normalization(config: ModelConfig) -> tuple[list[float], list[float]]:
     """Mean/std the model expects: ImageNet statistics, except [0,1] pixels for autoencoders."""
     if ARCHS[config.arch].kind == "autoencoder":

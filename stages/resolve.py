@@ -1,0 +1,37 @@
+"""DVC stage resolve@<model>: what training <model> reads of params.yaml, resolved, in one file.
+
+    python stages/resolve.py mask_cnn   ->   data/resolved/mask_cnn.json
+
+The model's `models:` entry merged with the active profile (`train.profile`: its `all` and `<model>`
+layers) and the seed, plus the `train:` section (maskpipe.training.config.training_inputs). train@<model>
+depends on this file rather than on the whole of `profiles`, so `dvc exp run -S
+profiles.cpu.mask_cnn.epochs=8` retrains mask_cnn alone: the other models' files come out byte-identical.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def main(
+    model: str = typer.Argument(..., help="a key of `models:` in params.yaml"),
+    params_file: Path = typer.Option(Path("params.yaml"), help="parameters file"),
+    out_dir: Path = typer.Option(Path("data/resolved"), help="writes <out_dir>/<model>.json"),
+) -> None:
+    from maskpipe.io import write_json
+    from maskpipe.params import ParamsError, load_params
+    from maskpipe.settings import ConfigError
+    from maskpipe.training.config import training_inputs
+
+    try:
+        inputs = training_inputs(load_params(params_file), model)
+    except (ParamsError, ConfigError) as exc:  # a typo in params.yaml: one line, exit 2
+        typer.echo(f"resolve@{model}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    write_json(out_dir / f"{model}.json", inputs)
+
+
+if __name__ == "__main__":
+    typer.run(main)

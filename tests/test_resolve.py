@@ -1,0 +1,81 @@
+"""resolve@<model>: train@<model> depends on its own resolved params, not on every model's profile."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from training_fakes import REPO, repo_params
+
+from maskpipe.training.config import training_inputs
+
+
+def test_one_models_profile_entry_changes_that_models_inputs_only():
+    params = repo_params()
+    before = {m: training_inputs(params, m) for m in params["models"]}
+    edited = copy.deepcopy(params)
+    edited["profiles"]["cpu"]["mask_cnn"]["epochs"] = 9
+    after = {m: training_inputs(edited, m) for m in params["models"]}
+    assert [m for m in before if before[m] != after[m]] == ["mask_cnn"]
+    assert after["mask_cnn"]["model"]["epochs"] == 9
+    # what every model reads changes every model's inputs: the profile's `all`, train:, seed
+    for change in (
+        lambda p: p["profiles"]["cpu"]["all"].update(patience=2),  # no model sets its own in cpu
+        lambda p: p["train"].update(num_threads=1),
+        lambda p: p.update(seed=7),
+    ):
+        edited = copy.deepcopy(params)
+        change(edited)
+        assert all(training_inputs(edited, m) != before[m] for m in params["models"])
+    # another profile's entries are not read while `cpu` is active
+    edited = copy.deepcopy(params)
+    edited["profiles"]["tiny"]["all"]["epochs"] = 3
+    assert all(training_inputs(edited, m) == before[m] for m in params["models"])
+
+
+def _stage(script: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages" / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_resolve_writes_the_inputs_and_train_refuses_a_stale_file(tmp_path):
+    params = repo_params()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = _stage("resolve.py", "mask_cnn", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    written = json.loads((tmp_path / "data/resolved/mask_cnn.json").read_text())
+    assert written == json.loads(json.dumps(training_inputs(params, "mask_cnn")))
+    assert written["model"]["name"] == "mask_cnn" and written["train"]["profile"] == "cpu"
+
+    params["profiles"]["cpu"]["mask_cnn"]["epochs"] = 9  # params.yaml edited, resolve not run again
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stale = _stage("train.py", "mask_cnn", cwd=tmp_path)
+    assert stale.returncode == 2
+    assert "data/resolved/mask_cnn.json does not match params.yaml" in stale.stderr
+    assert "python stages/resolve.py mask_cnn" in stale.stderr
+
+
+@pytest.mark.parametrize("model", ["no_such_model"])
+def test_resolve_names_an_unknown_model(tmp_path, model):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(repo_params(), sort_keys=False))
+    done = _stage("resolve.py", model, cwd=tmp_path)
+    assert done.returncode == 2 and f"resolve@{model}: params.yaml: no model '{model}'" in done.stderr
+    assert not (tmp_path / "data/resolved").exists()
+
+
+def test_every_train_stage_depends_on_its_resolved_params_not_on_profiles():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    train = stages["train"]["do"]
+    assert "data/resolved/${key}.json" in train["deps"] and "params" not in train
+    resolve = stages["resolve"]["do"]
+    assert resolve["params"] == ["seed", "train", "profiles", "models.${key}"]
+    assert resolve["outs"] == [{"data/resolved/${key}.json": {"cache": False}}]
