@@ -335,6 +335,13 @@ def test_autoencoder_threshold_auc_and_mahalanobis(tmp_path):
     two = run(tmp_path, "cae", {"pretrained_size": 64, "pretrained_knn_size": 96}).metrics
     assert two["test/pretrained/roc_auc"] == m["test/pretrained/roc_auc"]
     assert two["oneclass/pretrained_dim"] == 160
+    # more neighbours than training faces: a note, the other scores stand
+    few = run(tmp_path, "cae", {"pretrained_size": 64, "pretrained_knn": 12})
+    assert not any("pretrained_knn" in k for k in few.metrics)
+    assert few.metrics["test/pretrained/roc_auc"] == m["test/pretrained/roc_auc"]
+    assert any(
+        "no kNN baseline (evaluate.pretrained_knn): k must be within 1..11" in n for n in few.summary["notes"]
+    )
     no_knn = run(tmp_path, "cae", {"pretrained_size": 64, "pretrained_knn": 0}).metrics
     assert not any("pretrained_knn" in k for k in no_knn)
     assert no_knn["test/pretrained/roc_auc"] == m["test/pretrained/roc_auc"]

@@ -445,6 +445,38 @@ def _oneclass_set(
     return metrics, notes, details
 
 
+def _fit_pretrained_baselines(
+    feats: np.ndarray,
+    extractor,
+    p: EvaluateConfig,
+    q: float,
+    model_name: str,
+    thresholds: dict,
+    metrics: dict,
+    notes: list[str],
+) -> dict[str, tuple[MahalanobisScorer | KnnScorer, slice]]:
+    """The pretrained-feature scorers fitted on the (real, masked) training faces' features: kind ->
+    (scorer, its columns of the features). Adds each one's threshold (the ``q``-th percentile of its
+    training scores) to ``thresholds`` and its fit facts to ``metrics``. Too few training faces for
+    the kNN's k: a note, and the other scores stand."""
+    columns = extractor.columns(p.pretrained_size)
+    gaussian = MahalanobisScorer.fit(feats[:, columns])
+    fitted = {"pretrained": (gaussian, columns)}
+    metrics["oneclass/pretrained_shrinkage"] = _r(gaussian.shrinkage)
+    metrics["oneclass/pretrained_dim"] = int(feats[:, columns].shape[1])
+    metrics["oneclass/pretrained_train_n"] = int(len(feats))
+    if p.pretrained_knn:
+        columns = extractor.columns(p.pretrained_knn_size)
+        try:
+            fitted["pretrained_knn"] = (KnnScorer.fit(feats[:, columns], p.pretrained_knn), columns)
+            metrics["oneclass/pretrained_knn_k"] = p.pretrained_knn
+        except ValueError as exc:
+            notes.append(f"{model_name}: no kNN baseline (evaluate.pretrained_knn): {exc}")
+    for kind, (scorer, cols) in fitted.items():
+        thresholds[kind] = percentile_threshold(scorer.train_scores(feats[:, cols]), q)
+    return fitted
+
+
 # ------------------------------------------------------------------------------ orchestration
 @dataclass
 class EvaluationOutput:
@@ -562,25 +594,9 @@ def evaluate_model(
                 # fitted on real faces only: the baseline needs no training, so the synthetic faces an
                 # autoencoder may train on (train_only_datasets) are not part of it (val AUC 0.931 vs 0.927)
                 real = ~tr.samples["dataset"].isin(config.train_only_datasets).to_numpy()
-                feats = tr.features[real]
-                columns = extractor.columns(p.pretrained_size)
-                gaussian = MahalanobisScorer.fit(feats[:, columns])
-                pretrained["pretrained"] = (gaussian, columns)
-                metrics["oneclass/pretrained_shrinkage"] = _r(gaussian.shrinkage)
-                metrics["oneclass/pretrained_dim"] = int(feats[:, columns].shape[1])
-                metrics["oneclass/pretrained_train_n"] = int(real.sum())
-                if p.pretrained_knn:
-                    columns = extractor.columns(p.pretrained_knn_size)
-                    try:
-                        pretrained["pretrained_knn"] = (
-                            KnnScorer.fit(feats[:, columns], p.pretrained_knn),
-                            columns,
-                        )
-                    except ValueError as exc:
-                        raise EvaluationError(f"{model_name}: evaluate.pretrained_knn: {exc}") from exc
-                    metrics["oneclass/pretrained_knn_k"] = p.pretrained_knn
-                for kind, (scorer, columns) in pretrained.items():
-                    thresholds[kind] = percentile_threshold(scorer.train_scores(feats[:, columns]), q)
+                pretrained = _fit_pretrained_baselines(
+                    tr.features[real], extractor, p, q, model_name, thresholds, metrics, notes
+                )
 
         for set_name, datasets in sets.items():
             samples = select_samples(crops, synth, config, "test", datasets=datasets, labels=list(LABELS))
