@@ -34,7 +34,7 @@ def main(
     from maskpipe.params import ParamsError, load_params
     from maskpipe.settings import ConfigError
     from maskpipe.training.artifact import ArtifactError
-    from maskpipe.training.config import resolve_model_config, train_config, training_inputs
+    from maskpipe.training.config import training_inputs
     from maskpipe.training.data import DataError
     from maskpipe.training.engine import NonFiniteLossError
     from maskpipe.training.run import TrainPaths, train_model
@@ -48,16 +48,16 @@ def main(
     # wrote to data/resolved/<model>.json, the file dvc.yaml lists as its params dependency
     try:
         all_params = load_params(params_file)
-        resolve_model_config(all_params, model)  # a typo in params.yaml: one line, exit 2, before any work
-        train_config(all_params)
+        # resolves the model and train: once; a typo in params.yaml: one line, exit 2, before any work
+        wanted = training_inputs(all_params, model)
         resolved = resolved_dir / f"{model}.json"
-        if resolved.exists():
-            wanted = json.loads(json.dumps(training_inputs(all_params, model), default=str))
-            if json.loads(resolved.read_text()) != wanted:
-                raise ParamsError(
-                    f"{resolved} does not match {params_file}: run `python stages/resolve.py {model}` first "
-                    "(`dvc repro` does)"
-                )
+        if resolved.exists() and json.loads(resolved.read_text()) != json.loads(
+            json.dumps(wanted, default=str)
+        ):
+            raise ParamsError(
+                f"{resolved} does not match {params_file}: run `python stages/resolve.py {model}` first "
+                "(`dvc repro` does)"
+            )
     except (ParamsError, ConfigError) as exc:
         typer.echo(f"train@{model}: {exc}", err=True)
         raise typer.Exit(2) from None
