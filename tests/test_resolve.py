@@ -79,3 +79,12 @@ def test_every_train_stage_depends_on_its_resolved_params_not_on_profiles():
     resolve = stages["resolve"]["do"]
     assert resolve["params"] == ["seed", "train", "profiles", "models.${key}"]
     assert resolve["outs"] == [{"data/resolved/${key}.json": {"cache": False}}]
+
+
+def test_crossval_depends_on_its_models_resolved_params_not_on_every_model():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    crossval = stages["crossval"]
+    assert "data/resolved/${crossval.model}.json" in crossval["deps"]
+    assert crossval["params"] == ["seed", "crossval"]
+    # the interpolated name is a model: dvc finds a resolve@ stage that writes the file
+    assert repo_params()["crossval"]["model"] in repo_params()["models"]
