@@ -27,7 +27,8 @@ def main(
     mlflow: bool = typer.Option(True, help="log metrics and PNGs into the model's MLflow run"),
 ) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from maskpipe.evaluation.evaluate import SCORE_AXIS, EvaluateConfig, EvaluationError, evaluate_model
+    from maskpipe.evaluation.evaluate import EvaluateConfig, EvaluationError, evaluate_model
+    from maskpipe.evaluation.oneclass_scores import BASELINES
     from maskpipe.settings import ConfigError
     from maskpipe.training.artifact import ArtifactError
     from maskpipe.training.data import DataError
@@ -55,7 +56,7 @@ def main(
         raise typer.Exit(1) from None
     m = out.metrics
     # the headline of each set, and the ROC-AUC of each one-class baseline beside the model's own score
-    baselines = (f"{kind}/roc_auc" for kind in SCORE_AXIS if kind != "reconstruction")
+    baselines = (f"{kind}/roc_auc" for kind in BASELINES)
     headline = ("n", "accuracy", "macro_f1", "roc_auc", *baselines)
     shown = [k for k in m if k.split("/", 1)[-1] in headline]
 

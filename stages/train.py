@@ -31,6 +31,7 @@ def main(
         Path("data/resolved"), help="resolve@<model>'s output, checked against params.yaml when present"
     ),
 ) -> None:
+    from maskpipe.io import as_written
     from maskpipe.params import ParamsError, load_params
     from maskpipe.settings import ConfigError
     from maskpipe.training.artifact import ArtifactError
@@ -51,9 +52,7 @@ def main(
         # resolves the model and train: once; a typo in params.yaml: one line, exit 2, before any work
         wanted = training_inputs(all_params, model)
         resolved = resolved_dir / f"{model}.json"
-        if resolved.exists() and json.loads(resolved.read_text()) != json.loads(
-            json.dumps(wanted, default=str)
-        ):
+        if resolved.exists() and json.loads(resolved.read_text()) != as_written(wanted):
             raise ParamsError(
                 f"{resolved} does not match {params_file}: run `python stages/resolve.py {model}` first "
                 "(`dvc repro` does)"

@@ -99,6 +99,21 @@ def test_tiny_training_leaves_an_mlflow_run_with_params_metrics_and_model(store)
         mlflow.log_metric("test/accuracy", 0.5)
     assert again.info.run_id == run.info.run_id
     assert client.get_run(run.info.run_id).data.metrics["test/accuracy"] == 0.5
+    # `maskpipe package` logs into the training run too, when the model has one
+    with tracking.model_run(root / "data/models/mask_cnn", run_name="package/mask_cnn") as packaged:
+        pass
+    assert packaged.info.run_id == run.info.run_id
+
+
+def test_model_run_without_a_run_file_starts_a_named_run(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with tracking.model_run(tmp_path / "untracked_model", run_name="package/m") as run:
+        pass
+    done = MlflowClient(tracking_uri=uri).get_run(run.info.run_id)
+    assert done.info.run_name == "package/m" and done.info.status == "FINISHED"
 
 
 def test_resume_run_without_the_run_file_is_clear(tmp_path):

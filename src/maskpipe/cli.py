@@ -180,15 +180,8 @@ def package(
         path, _ = resolve_model(model)
         model_name = read_artifact(path)["model_name"]
         registered = name or f"maskpipe-{model_name}"
-        if (path.parent / tracking.RUN_FILE).is_file():
-            with tracking.resume_run(path.parent):
-                info = log_pyfunc_model(path, registered)
-        else:
-            mlflow = tracking.configure()
-            with mlflow.start_run(
-                experiment_id=tracking.get_or_create_experiment(), run_name=f"package/{model_name}"
-            ):
-                info = log_pyfunc_model(path, registered)
+        with tracking.model_run(path.parent, run_name=f"package/{model_name}"):
+            info = log_pyfunc_model(path, registered)
     except _user_errors() as exc:
         _fail(str(exc))
     typer.echo(f"registered {registered} version {info.registered_model_version} ({info.model_uri})")

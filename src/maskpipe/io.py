@@ -70,8 +70,18 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_text(data: Any) -> str:
+    """The text write_json writes: sorted keys, anything JSON has no type for (paths, ...) as str."""
+    return json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def as_written(data: Any) -> Any:
+    """``data`` as reading back its write_json file gives it (to compare with such a file)."""
+    return json.loads(json_text(data))
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    write_text(path, json_text(data))
 
 
 def write_csv(path: str | os.PathLike, frame) -> None:

@@ -323,6 +323,19 @@ def resume_run(model_dir: str | os.PathLike) -> Iterator[Any]:
         mlflow.end_run(status="FINISHED")
 
 
+@contextlib.contextmanager
+def model_run(model_dir: str | os.PathLike, run_name: str) -> Iterator[Any]:
+    """The training run of ``model_dir`` reopened (resume_run), or, for a model trained without
+    tracking (no mlflow_run.json), a new run named ``run_name`` in the project's experiment."""
+    if (Path(model_dir) / RUN_FILE).is_file():
+        with resume_run(model_dir) as run:
+            yield run
+        return
+    mlflow = configure()
+    with mlflow.start_run(experiment_id=get_or_create_experiment(), run_name=run_name) as run:
+        yield run
+
+
 def log_history_metrics(row: dict[str, Any], step: int) -> None:
     """One epoch's metrics: train_loss -> train/loss, val_accuracy -> val/accuracy, lr -> lr,
     seconds -> time/epoch_seconds."""

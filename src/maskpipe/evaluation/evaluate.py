@@ -60,6 +60,7 @@ from maskpipe.evaluation.oneclass import (
     latent_vectors,
     percentile_threshold,
 )
+from maskpipe.evaluation.oneclass_scores import SCORE_AXIS
 from maskpipe.imaging import ImageReadError, open_rgb
 from maskpipe.io import atomic_dir, write_csv, write_json
 from maskpipe.labels import LABELS, WITH_MASK, WITHOUT_MASK
@@ -118,14 +119,6 @@ class Scored:
     latents: np.ndarray | None  # (N, D) autoencoder latents, when asked for
     features: np.ndarray | None = None  # (N, F) pretrained-network features, when asked for
     skipped: list[dict] = field(default_factory=list)
-
-
-SCORE_AXIS = {
-    "reconstruction": "reconstruction error (MSE)",
-    "mahalanobis": "latent Mahalanobis distance",
-    "pretrained": "Mahalanobis distance of ImageNet MobileNetV2 features",
-    "pretrained_knn": "distance of ImageNet MobileNetV2 features to the k nearest masked training faces",
-}
 
 
 # ------------------------------------------------------------------------------ scoring

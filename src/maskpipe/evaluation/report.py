@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from maskpipe.evaluation.oneclass_scores import BASELINES
 from maskpipe.params import flatten
 from maskpipe.settings import Section, option
 
 DEFAULT_COLUMNS = ["test/n", "test/accuracy", "test/macro_f1", "test/roc_auc"]
-# one-class baselines scored next to the autoencoder's own error (evaluation/evaluate.py): <set>/<kind>/...
-ONECLASS_BASELINES = ("mahalanobis", "pretrained", "pretrained_knn")
 
 
 @dataclass(frozen=True)
@@ -145,7 +144,7 @@ def per_class_rows(r: ModelResult) -> list[list[Any]]:
     sets = r.summary.get("sets") or {}
     for set_name in sorted(sets, key=lambda n: (n != "test", n)):
         classes = sets[set_name].get("classes") or r.summary.get("classes") or []
-        for prefix in (set_name, *(f"{set_name}/{kind}" for kind in ONECLASS_BASELINES)):
+        for prefix in (set_name, *(f"{set_name}/{kind}" for kind in BASELINES)):
             for c in classes:
                 support = r.metrics.get(f"{prefix}/support/{c}")
                 if support is None:
@@ -221,7 +220,7 @@ def extra_metric_columns(results: Sequence[ModelResult]) -> list[str]:
                 for k in (f"{set_name}/n", f"{set_name}/macro_f1", f"{set_name}/roc_auc"):
                     if k in r.metrics and k not in cols:
                         cols.append(k)
-        for k in (f"test/{kind}/roc_auc" for kind in ONECLASS_BASELINES):
+        for k in (f"test/{kind}/roc_auc" for kind in BASELINES):
             if k in r.metrics and k not in cols:
                 cols.append(k)
     for r in results:  # whole photos (evaluate_wild): detection + classification, mAP@0.5
