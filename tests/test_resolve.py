@@ -89,4 +89,5 @@ def test_crossval_depends_on_its_models_resolved_params_not_on_every_model():
     assert "data/resolved/${crossval.model}.json" in crossval["deps"]
     assert crossval["params"] == ["seed", "crossval"]
     # the interpolated name is a model: dvc finds a resolve@ stage that writes the file
-    assert repo_params()["crossval"]["model"] in repo_params()["models"]
+    params = repo_params()
+    assert params["crossval"]["model"] in params["models"]
