@@ -97,7 +97,10 @@ def test_cross_field_checks():
     params = repo_params()
     params["models"]["mask_cnn"]["arch"] = "conv_autoencoder"
     with pytest.raises(ConfigError, match="conv_autoencoder cannot do task 'binary'"):
-        resolve_model_config(params, "mask_cnn")
+        resolve_model_config(params, "mask_cnn", profile="seed")  # the cpu profile sets its own arch
+    params["profiles"]["cpu"]["mask_cnn"]["arch"] = "conv_autoencoder"
+    with pytest.raises(ConfigError, match="conv_autoencoder cannot do task 'binary'"):
+        resolve_model_config(params, "mask_cnn", profile="cpu")
 
 
 def test_defaults_live_in_the_config_and_a_missing_loss_is_the_tasks_default():
