@@ -46,6 +46,32 @@ def test_each_model_runs_forward_and_backward(model_name):
         assert out.shape == (3, len(p.classes))
 
 
+@pytest.mark.parametrize("model_name", MODELS)
+def test_models_are_built_channels_last_with_the_outputs_of_nchw(model_name):
+    """build_model stores 4-D weights NHWC (faster on CPU); the outputs must not change with it."""
+    torch.manual_seed(0)
+    p = tiny(model_name, ensemble=1)
+    model = build_model(p).eval()
+    convs = [prm for prm in model.parameters() if prm.dim() == 4]
+    assert convs and all(prm.is_contiguous(memory_format=torch.channels_last) for prm in convs)
+    assert not all(prm.is_contiguous() for prm in convs)  # NHWC strides, not NCHW
+    x = torch.rand(2, 3, p.image_size, p.image_size)
+    with torch.no_grad():
+        nhwc = model(x)
+        nchw = model.to(memory_format=torch.contiguous_format)(x)
+    torch.testing.assert_close(nhwc, nchw, rtol=1e-4, atol=1e-5)
+
+
+def test_artifact_keeps_channels_last_after_loading(tmp_path):
+    p = tiny("mask_cnn")
+    path = tmp_path / "model.pt"
+    save_model(path, build_model(p), p, mean=[0.5] * 3, std=[0.5] * 3, epoch=1, best_metric=None)
+    model, _ = load_model(path)
+    assert all(
+        prm.is_contiguous(memory_format=torch.channels_last) for prm in model.parameters() if prm.dim() == 4
+    )
+
+
 def test_frozen_backbone_trains_only_the_head_and_keeps_bn_in_eval():
     p = tiny("mobilenet_v2_transfer", freeze_backbone=True)
     model = build_model(p)

@@ -60,7 +60,17 @@ def build_model(config: ModelConfig, load_weights: bool = True) -> nn.Module:
         config = replace(config, pretrained=None)
     if config.ensemble > 1:  # members have ensemble 1 (and no weights file when load_weights is false)
         return Ensemble([build_model(m) for m in member_configs(config)])
-    return ARCHS[config.arch].builder(config, num_outputs(config))
+    return channels_last(ARCHS[config.arch].builder(config, num_outputs(config)))
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """The model's 4-D weights in NHWC order: convolutions then run in that layout whatever the input's.
+
+    Values and outputs are those of NCHW (only the strides differ), and load_state_dict keeps the
+    layout. Measured on 2 CPU cores (benchmarks/bench_train_step.py), one train step at batch 32:
+    MobileNetV2 at 128 px 1.3-1.5x faster, ResNet-50 at 96 px ~1.15x; inference at batch 64 ~1.6x.
+    """
+    return model.to(memory_format=torch.channels_last)
 
 
 def member_configs(config: ModelConfig) -> list[ModelConfig]:
