@@ -3,16 +3,19 @@
 -> metrics/models/MODEL.json (metrics), metrics/eval/MODEL/ (summary.json, predictions),
    metrics/plots/MODEL/{roc,confusion,images}/ (DVC plots, one folder per kind), and the same
    metrics and PNGs in the model's MLflow run (data/models/MODEL/mlflow_run.json).
+It reads the part of `evaluate:` that resolve@MODEL wrote to data/resolved/MODEL.evaluate.json, the
+file dvc.yaml lists as its params dependency, and refuses to run when that file is stale.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import typer
 
-from maskpipe.params import ParamsError, section
+from maskpipe.params import ParamsError, load_params
 
 
 def main(
@@ -25,17 +28,31 @@ def main(
     eval_dir: Path = typer.Option(Path("metrics/eval"), help="where <model>/summary.json goes"),
     plots_dir: Path = typer.Option(Path("metrics/plots"), help="where <model>/{roc,confusion,images}/ go"),
     mlflow: bool = typer.Option(True, help="log metrics and PNGs into the model's MLflow run"),
+    resolved_dir: Path = typer.Option(
+        Path("data/resolved"), help="resolve@<model>'s output, checked against params.yaml when present"
+    ),
 ) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from maskpipe.evaluation.evaluate import EvaluateConfig, EvaluationError, evaluate_model
+    from maskpipe.evaluation.config import evaluate_config, evaluate_inputs
+    from maskpipe.evaluation.evaluate import EvaluationError, evaluate_model
     from maskpipe.evaluation.oneclass_scores import BASELINES
+    from maskpipe.io import as_written
     from maskpipe.settings import ConfigError
     from maskpipe.training.artifact import ArtifactError
     from maskpipe.training.data import DataError
 
     model_dir = models_dir / model
     try:
-        eval_config = EvaluateConfig.from_mapping(section("evaluate", params), "evaluate")
+        all_params = load_params(params)
+        eval_config = evaluate_config(all_params)
+        resolved = resolved_dir / f"{model}.evaluate.json"
+        if resolved.exists() and json.loads(resolved.read_text()) != as_written(
+            evaluate_inputs(all_params, model)
+        ):
+            raise ParamsError(
+                f"{resolved} does not match {params}: run `python stages/resolve.py {model}` first "
+                "(`dvc repro` does)"
+            )
     except (ParamsError, ConfigError) as exc:
         typer.echo(f"evaluate: {exc}", err=True)
         raise typer.Exit(2) from None

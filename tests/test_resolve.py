@@ -1,4 +1,5 @@
-"""resolve@<model>: train@<model> depends on its own resolved params, not on every model's profile."""
+"""resolve@<model>: train@<model> and evaluate@<model> depend on their own resolved params, not on
+every model's profile or every model's evaluation options."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 import yaml
 from training_fakes import REPO, repo_params
 
+from maskpipe.evaluation.config import evaluate_inputs
 from maskpipe.io import as_written
+from maskpipe.settings import ConfigError
 from maskpipe.training.config import training_inputs
 
 
@@ -79,8 +82,11 @@ def test_every_train_stage_depends_on_its_resolved_params_not_on_profiles():
     train = stages["train"]["do"]
     assert "data/resolved/${key}.json" in train["deps"] and "params" not in train
     resolve = stages["resolve"]["do"]
-    assert resolve["params"] == ["seed", "train", "profiles", "models.${key}"]
-    assert resolve["outs"] == [{"data/resolved/${key}.json": {"cache": False}}]
+    assert resolve["params"] == ["seed", "train", "profiles", "models.${key}", "evaluate"]
+    assert resolve["outs"] == [
+        {"data/resolved/${key}.json": {"cache": False}},
+        {"data/resolved/${key}.evaluate.json": {"cache": False}},
+    ]
 
 
 def test_crossval_depends_on_its_models_resolved_params_not_on_every_model():
@@ -91,3 +97,51 @@ def test_crossval_depends_on_its_models_resolved_params_not_on_every_model():
     # the interpolated name is a model: dvc finds a resolve@ stage that writes the file
     params = repo_params()
     assert params["crossval"]["model"] in params["models"]
+
+
+def test_one_models_extra_set_or_a_oneclass_option_changes_only_the_models_that_read_it():
+    params = repo_params()
+    models = list(params["models"])
+    before = {m: evaluate_inputs(params, m) for m in models}
+    oneclass = [m for m in models if params["models"][m]["task"] == "oneclass"]
+    assert oneclass and len(oneclass) < len(models)
+
+    def changed(change) -> list[str]:
+        edited = copy.deepcopy(params)
+        change(edited["evaluate"])
+        return [m for m in models if evaluate_inputs(edited, m) != before[m]]
+
+    assert changed(lambda e: e["extra_sets"]["mask_cnn"].update(real=["mask_folders"])) == ["mask_cnn"]
+    # a model with no extra sets yet gets one: that model only, and the others' files stay the same
+    assert changed(lambda e: e["extra_sets"].update(resnet50_3class={"lfw": ["lfw"]})) == ["resnet50_3class"]
+    assert changed(lambda e: e.update(pretrained_knn=10)) == oneclass
+    assert changed(lambda e: e.update(latent_pool=2)) == oneclass
+    assert changed(lambda e: e.update(bootstrap_resamples=200)) == models  # read by every evaluation
+    # the section is still checked as a whole: a typo anywhere in it fails every model's resolve
+    edited = copy.deepcopy(params)
+    edited["evaluate"]["bootstrap_resample"] = 200
+    with pytest.raises(ConfigError, match="evaluate.bootstrap_resample: unknown key"):
+        evaluate_inputs(edited, "mask_cnn")
+
+
+def test_evaluate_refuses_a_stale_resolved_file(tmp_path):
+    params = repo_params()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = _stage("resolve.py", "mobilenet_v2_3class", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    written = json.loads((tmp_path / "data/resolved/mobilenet_v2_3class.evaluate.json").read_text())
+    assert written == as_written(evaluate_inputs(params, "mobilenet_v2_3class"))
+    assert set(written["extra_sets"]) == {"mobilenet_v2_3class"} and "pretrained_knn" not in written
+
+    params["evaluate"]["extra_sets"]["mobilenet_v2_3class"]["lfw"] = ["lfw"]  # resolve not run again
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stale = _stage("evaluate.py", "mobilenet_v2_3class", "--no-mlflow", cwd=tmp_path)
+    assert stale.returncode == 2, stale.stderr
+    assert "data/resolved/mobilenet_v2_3class.evaluate.json does not match params.yaml" in stale.stderr
+    assert "python stages/resolve.py mobilenet_v2_3class" in stale.stderr
+
+
+def test_every_evaluate_stage_depends_on_its_resolved_evaluate_params():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    evaluate = stages["evaluate"]["do"]
+    assert "data/resolved/${key}.evaluate.json" in evaluate["deps"] and "params" not in evaluate

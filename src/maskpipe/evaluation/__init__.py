@@ -4,6 +4,7 @@ crossval and report stages).
 metrics.py           classification metrics as pure functions (edge cases explicit)
 bootstrap.py         95 % intervals resampled by source photo
 numbers.py           how metrics are stored (significant digits)
+config.py            `evaluate:` as a typed section; the part of it one model reads (resolve stage)
 evaluate.py          one model: test split + extra sets -> metrics, plot data, MLflow
 oneclass.py          one-class scores: reconstruction error, latent and pretrained-feature baselines
 oneclass_scores.py   the names and baselines of those scores (shared with the report)

@@ -46,6 +46,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from maskpipe.evaluation import plots
+from maskpipe.evaluation.config import EvaluateConfig
 from maskpipe.evaluation.metrics import (
     ClassificationResult,
     _r,
@@ -64,46 +65,7 @@ from maskpipe.evaluation.oneclass_scores import SCORE_AXIS
 from maskpipe.imaging import ImageReadError, open_rgb
 from maskpipe.io import atomic_dir, write_csv, write_json
 from maskpipe.labels import LABELS, WITH_MASK, WITHOUT_MASK
-from maskpipe.settings import Section, option
 from maskpipe.tracker import MlflowTracker, Tracker
-
-
-@dataclass(frozen=True)
-class EvaluateConfig(Section):
-    """params.yaml `evaluate:`."""
-
-    moved_keys = {
-        "threshold_percentile": "models.<model>.threshold_percentile (the model's operating point, "
-        "saved in its artifact)"
-    }
-    latent_pool: int = option(
-        1, ge=1, doc="one-class: encoder output average-pooled to pool x pool (Mahalanobis)"
-    )
-    batch_size: int = option(64, ge=1)
-    num_threads: int = option(2, ge=1)
-    grid_size: int = option(16, ge=0, doc="images in the right/wrong prediction grid")
-    extra_sets: dict[str, dict[str, list[str]]] = option(
-        {}, doc="per model: <set name>: [datasets]; their test split, the model's classes"
-    )
-    bootstrap_resamples: int = option(1000, ge=0, doc="95 % intervals resampled by source photo; 0 = none")
-    bootstrap_seed: int = 42
-    pretrained_baseline: bool = option(
-        True, doc="one-class: also a Gaussian on ImageNet MobileNetV2 features"
-    )
-    pretrained_layer: int = option(16, ge=1, le=18, doc="MobileNetV2 features[:layer + 1]")
-    pretrained_size: int = option(128, ge=32, le=512, doc="pixels the face is resized to for the features")
-    pretrained_region: str = option(
-        "nose_mouth",
-        choices=("nose_mouth", "mouth", "lower", "full"),
-        doc="feature map averaged over (oneclass.REGIONS)",
-    )
-    pretrained_power: float = option(
-        0.5, gt=0, le=1, doc="each averaged feature -> sign(x) |x|^power before the Gaussian; 1 = as is"
-    )
-    pretrained_knn: int = option(
-        5, ge=0, doc="one-class: also the k-nearest-neighbour distance of the same features; 0 = off"
-    )
-    pretrained_knn_size: int = option(128, ge=32, le=512, doc="pixels the face is resized to for the kNN")
 
 
 class EvaluationError(ValueError):
