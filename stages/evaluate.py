@@ -9,13 +9,12 @@ file dvc.yaml lists as its params dependency, and refuses to run when that file 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import typer
 
-from maskpipe.params import ParamsError, load_params
+from maskpipe.params import ParamsError, check_resolved, load_params
 
 
 def main(
@@ -36,7 +35,6 @@ def main(
     from maskpipe.evaluation.config import evaluate_config, evaluate_inputs
     from maskpipe.evaluation.evaluate import EvaluationError, evaluate_model
     from maskpipe.evaluation.oneclass_scores import BASELINES
-    from maskpipe.io import as_written
     from maskpipe.settings import ConfigError
     from maskpipe.training.artifact import ArtifactError
     from maskpipe.training.data import DataError
@@ -45,14 +43,9 @@ def main(
     try:
         all_params = load_params(params)
         eval_config = evaluate_config(all_params)
-        resolved = resolved_dir / f"{model}.evaluate.json"
-        if resolved.exists() and json.loads(resolved.read_text()) != as_written(
-            evaluate_inputs(all_params, model)
-        ):
-            raise ParamsError(
-                f"{resolved} does not match {params}: run `python stages/resolve.py {model}` first "
-                "(`dvc repro` does)"
-            )
+        check_resolved(
+            resolved_dir / f"{model}.evaluate.json", evaluate_inputs(all_params, model), params, model
+        )
     except (ParamsError, ConfigError) as exc:
         typer.echo(f"evaluate: {exc}", err=True)
         raise typer.Exit(2) from None

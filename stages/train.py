@@ -9,7 +9,6 @@ when params, data and code are unchanged.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -31,8 +30,7 @@ def main(
         Path("data/resolved"), help="resolve@<model>'s output, checked against params.yaml when present"
     ),
 ) -> None:
-    from maskpipe.io import as_written
-    from maskpipe.params import ParamsError, load_params
+    from maskpipe.params import ParamsError, check_resolved, load_params
     from maskpipe.settings import ConfigError
     from maskpipe.training.artifact import ArtifactError
     from maskpipe.training.config import training_inputs
@@ -51,12 +49,7 @@ def main(
         all_params = load_params(params_file)
         # resolves the model and train: once; a typo in params.yaml: one line, exit 2, before any work
         wanted = training_inputs(all_params, model)
-        resolved = resolved_dir / f"{model}.json"
-        if resolved.exists() and json.loads(resolved.read_text()) != as_written(wanted):
-            raise ParamsError(
-                f"{resolved} does not match {params_file}: run `python stages/resolve.py {model}` first "
-                "(`dvc repro` does)"
-            )
+        check_resolved(resolved_dir / f"{model}.json", wanted, params_file, model)
     except (ParamsError, ConfigError) as exc:
         typer.echo(f"train@{model}: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -51,22 +51,32 @@ def _stage(script: str, *args: str, cwd) -> subprocess.CompletedProcess:
     )
 
 
+def _resolved(tmp_path, params: dict, model: str, name: str):
+    """params.yaml written to tmp_path, resolve@<model> run there: the file data/resolved/<name>, read."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = _stage("resolve.py", model, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return json.loads((tmp_path / "data/resolved" / name).read_text())
+
+
+def _assert_refused_as_stale(tmp_path, edited: dict, model: str, name: str, script: str, *args: str):
+    """params.yaml edited and resolve not run again: ``script`` refuses data/resolved/<name>, exit 2."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    stale = _stage(script, model, *args, cwd=tmp_path)
+    assert stale.returncode == 2, stale.stderr
+    assert f"data/resolved/{name} does not match params.yaml" in stale.stderr
+    assert f"python stages/resolve.py {model}" in stale.stderr
+
+
 def test_resolve_writes_the_inputs_and_train_refuses_a_stale_file(tmp_path):
     params = repo_params()
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    done = _stage("resolve.py", "mask_cnn", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    written = json.loads((tmp_path / "data/resolved/mask_cnn.json").read_text())
+    written = _resolved(tmp_path, params, "mask_cnn", "mask_cnn.json")
     # what train.py compares the file with: the same serialisation, so a fresh file always passes
     assert written == as_written(training_inputs(params, "mask_cnn"))
     assert written["model"]["name"] == "mask_cnn" and written["train"]["profile"] == "cpu"
 
-    params["profiles"]["cpu"]["mask_cnn"]["epochs"] = 9  # params.yaml edited, resolve not run again
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    stale = _stage("train.py", "mask_cnn", cwd=tmp_path)
-    assert stale.returncode == 2
-    assert "data/resolved/mask_cnn.json does not match params.yaml" in stale.stderr
-    assert "python stages/resolve.py mask_cnn" in stale.stderr
+    params["profiles"]["cpu"]["mask_cnn"]["epochs"] = 9
+    _assert_refused_as_stale(tmp_path, params, "mask_cnn", "mask_cnn.json", "train.py")
 
 
 @pytest.mark.parametrize("model", ["no_such_model"])
@@ -126,19 +136,13 @@ def test_one_models_extra_set_or_a_oneclass_option_changes_only_the_models_that_
 
 def test_evaluate_refuses_a_stale_resolved_file(tmp_path):
     params = repo_params()
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    done = _stage("resolve.py", "mobilenet_v2_3class", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    written = json.loads((tmp_path / "data/resolved/mobilenet_v2_3class.evaluate.json").read_text())
+    model, name = "mobilenet_v2_3class", "mobilenet_v2_3class.evaluate.json"
+    written = _resolved(tmp_path, params, model, name)
     assert written == as_written(evaluate_inputs(params, "mobilenet_v2_3class"))
     assert set(written["extra_sets"]) == {"mobilenet_v2_3class"} and "pretrained_knn" not in written
 
-    params["evaluate"]["extra_sets"]["mobilenet_v2_3class"]["lfw"] = ["lfw"]  # resolve not run again
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    stale = _stage("evaluate.py", "mobilenet_v2_3class", "--no-mlflow", cwd=tmp_path)
-    assert stale.returncode == 2, stale.stderr
-    assert "data/resolved/mobilenet_v2_3class.evaluate.json does not match params.yaml" in stale.stderr
-    assert "python stages/resolve.py mobilenet_v2_3class" in stale.stderr
+    params["evaluate"]["extra_sets"][model]["lfw"] = ["lfw"]
+    _assert_refused_as_stale(tmp_path, params, model, name, "evaluate.py", "--no-mlflow")
 
 
 def test_every_evaluate_stage_depends_on_its_resolved_evaluate_params():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,17 @@ def flatten(d: dict, prefix: str = "", sep: str = ".") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def check_resolved(resolved: Path, wanted: Any, params_file: Path, model: str) -> None:
+    """Refuse a resolve@<model> output that no longer matches params.yaml, e.g. a stage run by hand
+    after an edit. ``wanted`` is what the stage resolves from params.yaml now, compared as write_json
+    stores it. A missing file passes (the stage run outside DVC)."""
+    from maskpipe.io import as_written
+
+    resolved = Path(resolved)
+    if resolved.exists() and json.loads(resolved.read_text()) != as_written(wanted):
+        raise ParamsError(
+            f"{resolved} does not match {params_file}: run `python stages/resolve.py {model}` first "
+            "(`dvc repro` does)"
+        )
