@@ -209,3 +209,27 @@ def test_synthetic_labels_relabel_only_synthetic_faces(fake):
         )
     with pytest.raises(ConfigError, match="bn_adapt_datasets"):
         binary.replace(bn_adapt_datasets=["synthetic"])
+
+
+def test_freeze_bn_keeps_the_pretrained_statistics_while_the_rest_trains():
+    p = params(profile="cpu", freeze_bn=True, unfreeze_blocks=2, image_size=32)
+    model = build_model(p).train()
+    bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns) and model.head.training
+    before = [m.running_mean.clone() for m in bns]
+    last_bn_weight = bns[-1].weight.detach().clone()
+    opt = torch.optim.SGD([t for t in model.parameters() if t.requires_grad], lr=0.5)
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 0]))
+    loss.backward()
+    opt.step()
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, bns, strict=True))
+    assert not torch.equal(last_bn_weight, bns[-1].weight)  # scale and shift still learn
+    # without it, the unfrozen blocks' BatchNorm follows the batches
+    assert any(m.training for m in build_model(p.replace(freeze_bn=False)).train().backbone.modules())
+
+
+def test_freeze_bn_refuses_settings_that_would_undo_it():
+    with pytest.raises(ConfigError, match="freeze_bn"):
+        params(profile="cpu", freeze_bn=True, bn_adapt_datasets=["kaggle_face_mask_detection"])
+    with pytest.raises(ConfigError, match="freeze_bn"):
+        params(profile="cpu", freeze_bn=True, bn_recalibrate=True)

@@ -105,6 +105,11 @@ class ModelConfig(Section):
     unfreeze_blocks: int | None = option(
         None, ge=1, doc="with freeze_backbone false: train only the last N backbone blocks (null = all)"
     )
+    freeze_bn: bool = option(
+        False,
+        doc="BatchNorm layers of the backbone keep their pretrained running statistics while training "
+        "(their scale and shift still train)",
+    )
     class_balance: str = option(
         "none",
         choices=CLASS_BALANCE,
@@ -222,6 +227,11 @@ class ModelConfig(Section):
             raise self._bad("synthetic_labels", "relabels synthetic faces: add `synthetic` to datasets")
         if SYNTHETIC in self.bn_adapt_datasets:
             raise self._bad("bn_adapt_datasets", "adapts to real faces: name real datasets, not `synthetic`")
+        if self.freeze_bn and (self.bn_adapt_datasets or self.bn_recalibrate):
+            raise self._bad(
+                "freeze_bn",
+                "keeps the pretrained statistics; bn_adapt_datasets / bn_recalibrate re-estimate them",
+            )
         if self.input_box is not None:
             top, bottom, left, right = self.input_box
             if not (0 <= top < bottom <= 1 and 0 <= left < right <= 1):

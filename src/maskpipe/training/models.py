@@ -107,16 +107,24 @@ class FrozenBackboneModel(nn.Module):
 
     ``unfreeze_blocks`` N (with freeze false): only the last N children of the backbone train;
     the earlier ones are frozen and stay in eval mode like a frozen backbone.
+    ``freeze_bn``: every BatchNorm of the backbone stays in eval mode, so training normalises with
+    the pretrained running statistics instead of each batch's (the affine weights still train).
     """
 
     def __init__(
-        self, backbone: nn.Module, head: nn.Module, freeze: bool, unfreeze_blocks: int | None = None
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        freeze: bool,
+        unfreeze_blocks: int | None = None,
+        freeze_bn: bool = False,
     ):
         super().__init__()
         self.backbone = backbone
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = head
         self.frozen = bool(freeze)
+        self.freeze_bn = bool(freeze_bn)
         blocks = list(backbone.children())
         if self.frozen:
             self.frozen_blocks = blocks
@@ -134,6 +142,10 @@ class FrozenBackboneModel(nn.Module):
             self.backbone.eval()
         for block in self.frozen_blocks:
             block.eval()
+        if self.freeze_bn:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,10 +172,11 @@ def _load_backbone(model: nn.Module, config: ModelConfig, arch: str, drop_prefix
 class ResNetClassifier(nn.Module):
     """torchvision ResNet-50 with its fc replaced; freezing keeps only fc trainable."""
 
-    def __init__(self, net: nn.Module, freeze: bool):
+    def __init__(self, net: nn.Module, freeze: bool, freeze_bn: bool = False):
         super().__init__()
         self.net = net
         self.frozen = bool(freeze)
+        self.freeze_bn = bool(freeze_bn)
         if self.frozen:
             for name, prm in self.net.named_parameters():
                 prm.requires_grad_(name.startswith("fc."))
@@ -173,6 +186,10 @@ class ResNetClassifier(nn.Module):
         if self.frozen:
             for name, module in self.net.named_children():
                 if name != "fc":
+                    module.eval()
+        if self.freeze_bn:
+            for module in self.net.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         return self
 
@@ -187,7 +204,7 @@ def _resnet50(config: ModelConfig, n_out: int) -> nn.Module:
     net = torchvision.models.resnet50(weights=None)
     _load_backbone(net, config, "resnet50", ("fc.",))
     net.fc = nn.Linear(net.fc.in_features, n_out)
-    return ResNetClassifier(net, config.freeze_backbone)
+    return ResNetClassifier(net, config.freeze_backbone, config.freeze_bn)
 
 
 # ------------------------------------------------------------------------------- small_cnn
@@ -244,7 +261,9 @@ def _mobilenet_v3_large(config: ModelConfig, n_out: int) -> nn.Module:
         nn.Dropout(p),
         nn.Linear(640, n_out),
     )
-    return FrozenBackboneModel(net.features, head, config.freeze_backbone, config.unfreeze_blocks)
+    return FrozenBackboneModel(
+        net.features, head, config.freeze_backbone, config.unfreeze_blocks, config.freeze_bn
+    )
 
 
 # ------------------------------------------------------------------------------- mobilenet_v2
@@ -264,7 +283,9 @@ def _mobilenet_v2(config: ModelConfig, n_out: int) -> nn.Module:
         nn.Dropout(config.dropout),
         nn.Linear(128, n_out),
     )
-    return FrozenBackboneModel(net.features, head, config.freeze_backbone, config.unfreeze_blocks)
+    return FrozenBackboneModel(
+        net.features, head, config.freeze_backbone, config.unfreeze_blocks, config.freeze_bn
+    )
 
 
 # ------------------------------------------------------------------------------- autoencoder
