@@ -225,7 +225,14 @@ def test_freeze_bn_keeps_the_pretrained_statistics_while_the_rest_trains():
     assert all(torch.equal(b, m.running_mean) for b, m in zip(before, bns, strict=True))
     assert not torch.equal(last_bn_weight, bns[-1].weight)  # scale and shift still learn
     # without it, the unfrozen blocks' BatchNorm follows the batches
-    assert any(m.training for m in build_model(p.replace(freeze_bn=False)).train().backbone.modules())
+    plain = build_model(p.replace(freeze_bn=False)).train()
+    assert any(m.training for m in plain.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    # ResNet-50 holds its BatchNorm the same way
+    resnet = build_model(
+        resolve_model_config(tiny_params(), "resnet50_3class").replace(freeze_bn=True)
+    ).train()
+    assert not any(m.training for m in resnet.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert resnet.net.fc.training
 
 
 def test_freeze_bn_refuses_settings_that_would_undo_it():
@@ -233,3 +240,7 @@ def test_freeze_bn_refuses_settings_that_would_undo_it():
         params(profile="cpu", freeze_bn=True, bn_adapt_datasets=["kaggle_face_mask_detection"])
     with pytest.raises(ConfigError, match="freeze_bn"):
         params(profile="cpu", freeze_bn=True, bn_recalibrate=True)
+    # an architecture without a pretrained backbone (the seed's small CNN) cannot take it
+    cnn = resolve_model_config(tiny_params(), "mask_cnn")
+    with pytest.raises(ValueError, match="freeze_bn"):
+        build_model(cnn.replace(freeze_bn=True))

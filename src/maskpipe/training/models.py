@@ -60,7 +60,18 @@ def build_model(config: ModelConfig, load_weights: bool = True) -> nn.Module:
         config = replace(config, pretrained=None)
     if config.ensemble > 1:  # members have ensemble 1 (and no weights file when load_weights is false)
         return Ensemble([build_model(m) for m in member_configs(config)])
-    return channels_last(ARCHS[config.arch].builder(config, num_outputs(config)))
+    model = ARCHS[config.arch].builder(config, num_outputs(config))
+    if config.freeze_bn and not getattr(model, "freeze_bn", False):
+        raise ValueError(f"{config.name}: arch {config.arch} has no pretrained backbone to take freeze_bn")
+    return channels_last(model)
+
+
+def hold_batchnorm(module: nn.Module) -> None:
+    """Every BatchNorm inside ``module`` to eval mode: it normalises with its running statistics
+    and stops updating them (its scale and shift still train). Call after ``train()``."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 def channels_last(model: nn.Module) -> nn.Module:
@@ -143,9 +154,7 @@ class FrozenBackboneModel(nn.Module):
         for block in self.frozen_blocks:
             block.eval()
         if self.freeze_bn:
-            for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+            hold_batchnorm(self.backbone)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,9 +197,7 @@ class ResNetClassifier(nn.Module):
                 if name != "fc":
                     module.eval()
         if self.freeze_bn:
-            for module in self.net.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+            hold_batchnorm(self.net)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
