@@ -3,8 +3,10 @@
     dvc exp run -S crossval.folds=5                 # params.yaml crossval.model, 5 folds
     python stages/crossval.py --folds 2 --profile tiny
 
--> metrics/cv.json (cv/<metric>_mean / _std / _min / _max over the folds) and
-   metrics/plots/cv/folds.csv (one row per fold). ``crossval.folds: 0`` (the default) trains
+-> metrics/cv.json (cv/<metric>_mean / _std / _min / _max over the folds; cv/pooled/<metric> with
+   _lo / _hi over every held-out face; cv/<extra set>/... for the model's evaluate.extra_sets),
+   metrics/plots/cv/folds.csv (one row per fold) and metrics/plots/cv/predictions.csv (every
+   held-out face's scores, to pool or slice as you like). ``crossval.folds: 0`` (the default) trains
    nothing and writes ``{"cv/folds": 0}``. Fold models live in data/cv/ (git-ignored scratch).
 """
 
@@ -29,10 +31,11 @@ def main(
     work_dir: Path = typer.Option(Path("data/cv"), help="fold indexes, models and tensor cache"),
     metrics_file: Path = typer.Option(Path("metrics/cv.json")),
     folds_file: Path = typer.Option(Path("metrics/plots/cv/folds.csv")),
+    predictions_file: Path = typer.Option(Path("metrics/plots/cv/predictions.csv")),
 ) -> None:
     import pandas as pd
 
-    from maskpipe.evaluation.crossval import CrossValidationError, cross_validate
+    from maskpipe.evaluation.crossval import CrossValidationError, cross_validate, summary_lines
     from maskpipe.io import write_csv, write_json
     from maskpipe.params import ParamsError, load_params
     from maskpipe.training.config import ConfigError
@@ -48,6 +51,7 @@ def main(
         if k == 0:
             write_json(metrics_file, {"cv/folds": 0})
             write_csv(folds_file, pd.DataFrame(columns=["fold", "n", "accuracy", "macro_f1"]))
+            write_csv(predictions_file, pd.DataFrame(columns=["fold", "set", "path", "label", "predicted"]))
             typer.echo("crossval: off (crossval.folds is 0)")
             return
         if not name:
@@ -61,15 +65,9 @@ def main(
         raise typer.Exit(1) from None
     write_json(metrics_file, cv.metrics)
     write_csv(folds_file, cv.folds)
-    m = cv.metrics
-    typer.echo(
-        f"crossval {name}, {k} folds: macro_f1 {m.get('cv/macro_f1_mean')} +- {m.get('cv/macro_f1_std')}; "
-        + ", ".join(
-            f"{key[3:-5]} {v} +- {m.get(key[:-5] + '_std')}"
-            for key, v in m.items()
-            if key.startswith("cv/recall/") and key.endswith("_mean")
-        )
-    )
+    write_csv(predictions_file, cv.predictions)
+    for line in summary_lines(cv.metrics, name):
+        typer.echo(line)
 
 
 if __name__ == "__main__":

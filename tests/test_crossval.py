@@ -19,6 +19,7 @@ from maskpipe.evaluation.crossval import (
     cross_validate,
     fold_indexes,
     summarise,
+    summary_lines,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,6 +143,51 @@ def test_two_folds_on_the_tiny_profile_train_through_train_model(tmp_path, monke
     assert sum("epoch 1/1" in line for line in logged) == 2
     assert sum("no validation images" in line for line in logged) == 2
     assert (tmp_path / "data/cv/three/fold2/models/three/model.pt").is_file()
+
+
+def test_every_held_out_face_is_pooled_once_per_set_and_an_extra_set_is_scored(tmp_path, monkeypatch):
+    index = make_photos(tmp_path)
+    crops = pd.read_csv(index, dtype=str)
+    # photos 12-23 become a second dataset: the model trains on kaggle, scores them as an extra set
+    # (as the synthetic-mask model is scored on real faces)
+    later = crops["source_image"].isin([f"p{p}.jpg" for p in range(12, 24)])
+    crops.loc[later, "dataset"] = "folders"
+    crops.to_csv(index, index=False)
+    params = tiny_params()
+    params["evaluate"] = {"extra_sets": {"three": {"other": ["folders"]}}, "bootstrap_resamples": 50}
+    monkeypatch.chdir(tmp_path)
+    cv = cross_validate(
+        "three",
+        params,
+        3,
+        crops_index=index,
+        synth_index=tmp_path / "none.csv",
+        work_dir=tmp_path / "data/cv/three",
+        base=tmp_path,
+        log=lambda line: None,
+    )
+    p = cv.predictions
+    for name, dataset, faces in (("test", "kaggle", 8 * 3), ("other", "folders", 12 * 3)):
+        part = p[p["set"] == name]
+        assert len(part) == faces and part["path"].is_unique and (part["dataset"] == dataset).all()
+        prefix = "cv/" if name == "test" else f"cv/{name}/"
+        acc = float((part["predicted"] == part["label"]).mean())
+        assert cv.metrics[f"{prefix}pooled/n"] == faces
+        assert cv.metrics[f"{prefix}pooled/accuracy"] == pytest.approx(acc, abs=1e-4)
+        assert cv.metrics[f"{prefix}pooled/accuracy_lo"] <= acc <= cv.metrics[f"{prefix}pooled/accuracy_hi"]
+        assert cv.metrics[f"{prefix}pooled/support/mask_weared_incorrect"] == int(
+            (part["label"] == "mask_weared_incorrect").sum()
+        )
+        # a face is held out by exactly one fold, and its photo is its bootstrap unit
+        assert (part.groupby("group")["fold"].nunique() == 1).all()
+        assert part["group"].str.match(rf"{dataset}:p\d+\.jpg$").all()
+    assert list(cv.folds["other/n"]) == [
+        int(((p["set"] == "other") & (p["fold"] == f)).sum()) for f in (1, 2, 3)
+    ]
+    assert "cv/other/macro_f1_mean" in cv.metrics and "cv/other/n_mean" not in cv.metrics
+    lines = summary_lines(cv.metrics, "three")
+    assert len(lines) == 2 and "held-out faces" in lines[0] and ", other:" in lines[1]
+    assert "pooled recall: with_mask" in lines[0]
 
 
 def test_stage_off_by_default_and_refuses_a_oneclass_model(tmp_path):

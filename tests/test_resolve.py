@@ -103,6 +103,7 @@ def test_crossval_depends_on_its_models_resolved_params_not_on_every_model():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     crossval = stages["crossval"]
     assert "data/resolved/${crossval.model}.json" in crossval["deps"]
+    assert "data/resolved/${crossval.model}.evaluate.json" in crossval["deps"]  # extra sets, bootstrap
     assert crossval["params"] == ["seed", "crossval"]
     # the interpolated name is a model: dvc finds a resolve@ stage that writes the file
     params = repo_params()

@@ -14,6 +14,13 @@ picks the epoch, the rest train. With k = 2 there is no fold to spare: no valida
 engine then stops on the training loss. Each fold writes a crop index and a synthetic index with
 the new ``split`` column and calls ``train_model`` on them (``track=False``: no MLflow run per
 fold), then scores the held-out photos with ``classification_metrics``.
+
+What is scored per fold: the held-out faces of the model's own datasets (as the evaluate stage's
+``test`` set), and of each of its ``evaluate.extra_sets`` (e.g. ``real`` for the model trained
+on synthetic masks: the held-out photos' real faces, which is what its target is about).
+Besides each fold's figures, every held-out face once, pooled over the folds: with a rare class
+(18 real incorrectly worn faces over 5 folds, 3-4 per fold) one pooled figure is steadier than
+the mean of five, and it gets a 95 % bootstrap interval resampled by source photo.
 """
 
 from __future__ import annotations
@@ -91,7 +98,10 @@ def fold_indexes(
 @dataclass
 class CrossValidation:
     metrics: dict[str, Any]  # cv/... keys for metrics/cv.json
-    folds: pd.DataFrame  # one row per fold: n, accuracy, macro_f1, recall per class
+    folds: pd.DataFrame  # one row per fold: n, accuracy, macro_f1, recall per class (and per extra set)
+    predictions: (
+        pd.DataFrame
+    )  # every held-out face once per set: fold, set, path, label, predicted, p_<class>
 
 
 def summarise(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
@@ -99,7 +109,7 @@ def summarise(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
     out: dict[str, Any] = {"cv/folds": k}
     frame = pd.DataFrame(rows)
     for col in frame.columns:
-        if col in ("fold", "n", "train_seconds"):
+        if col in ("fold", "n", "train_seconds") or col.endswith("/n"):
             continue
         v = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
         v = v[np.isfinite(v)]
@@ -113,6 +123,67 @@ def summarise(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
     return out
 
 
+POOLED_KEYS = ("n", "n_groups", "accuracy", "macro_f1", "roc_auc")
+
+
+def summary_lines(metrics: dict[str, Any], model_name: str) -> list[str]:
+    """What a person reads after the stage: per set, the folds' mean +- sd and the pooled figure."""
+    k = metrics["cv/folds"]
+    prefixes = sorted({key[: key.index("pooled/")] for key in metrics if "pooled/" in key}, key=len)
+    lines = []
+    for prefix in prefixes:
+        name = prefix[3:].rstrip("/") or "held-out faces"
+        head = f"crossval {model_name}, {k} folds, {name}:"
+        parts = []
+        for metric in ("accuracy", "macro_f1"):
+            mean, sd = metrics.get(f"{prefix}{metric}_mean"), metrics.get(f"{prefix}{metric}_std")
+            pooled = metrics.get(f"{prefix}pooled/{metric}")
+            lo, hi = metrics.get(f"{prefix}pooled/{metric}_lo"), metrics.get(f"{prefix}pooled/{metric}_hi")
+            interval = f" [{lo}, {hi}]" if lo is not None else ""
+            parts.append(f"{metric} {mean} +- {sd} over folds, pooled {pooled}{interval}")
+        recalls = [
+            f"{key[len(prefix) + 14 :]} {v} of {metrics.get(key.replace('/recall/', '/support/'))}"
+            for key, v in metrics.items()
+            if key.startswith(f"{prefix}pooled/recall/") and not key.endswith(("_lo", "_hi"))
+        ]
+        lines.append(f"{head} {'; '.join(parts)}; pooled recall: {', '.join(recalls)}")
+    return lines
+
+
+def pooled_metrics(
+    predictions: pd.DataFrame, classes: list[str], prefix: str, n_resamples: int, seed: int
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, ROC-AUC and per-class recall (with support) over every held-out face
+    of one set, each with its 95 % interval resampled by source photo (``group``)."""
+    scores = predictions[[f"p_{c}" for c in classes]].to_numpy(dtype=float)
+    y = np.array([classes.index(lab) for lab in predictions["label"]])
+    m = classification_metrics(
+        y,
+        scores,
+        classes,
+        prefix="pooled",
+        groups=predictions["group"].to_numpy(),
+        n_resamples=n_resamples,
+        seed=seed,
+    ).metrics
+    wanted = [*POOLED_KEYS, *(f"{kind}/{c}" for c in classes for kind in ("recall", "precision", "support"))]
+    out: dict[str, Any] = {}
+    for key in wanted:
+        for suffix in ("", "_lo", "_hi"):
+            if f"pooled/{key}{suffix}" in m:
+                out[f"{prefix}pooled/{key}{suffix}"] = m[f"pooled/{key}{suffix}"]
+    return out
+
+
+def evaluate_section(all_params: dict):
+    """params.yaml `evaluate:`, checked; its defaults when the file has none (extra sets: none)."""
+    from maskpipe.evaluation.config import EvaluateConfig, evaluate_config
+
+    if "evaluate" not in all_params:
+        return EvaluateConfig.from_mapping({}, "evaluate")
+    return evaluate_config(all_params)
+
+
 def cross_validate(
     model_name: str,
     all_params: dict,
@@ -124,58 +195,93 @@ def cross_validate(
     base: Path = Path("."),
     log: Callable[[str], None] = print,
 ) -> CrossValidation:
-    """Train ``model_name`` k times through ``train_model`` and score each held-out fold."""
-    from maskpipe.evaluation.evaluate import score_samples
-    from maskpipe.training.artifact import load_model, model_config
+    """Train ``model_name`` k times through ``train_model`` and score each held-out fold: the
+    model's own datasets (``test``) and its ``evaluate.extra_sets``."""
+    from maskpipe.evaluation.evaluate import evaluation_sets, score_samples, source_groups
+    from maskpipe.training.artifact import model_config
     from maskpipe.training.config import resolve_model_config
     from maskpipe.training.data import read_crops, read_synthetic, select_samples
-    from maskpipe.training.run import TrainPaths, train_model
 
     config = resolve_model_config(all_params, model_name)
     if config.task == "oneclass":
         raise CrossValidationError(
             f"crossval.model: {model_name} is a one-class model; cross-validate a classifier"
         )
+    ev = evaluate_section(all_params)
+    extra = evaluation_sets(model_name, config, ev)
+    # "test" = None: select_samples' own choice for a test split (the model's datasets without its
+    # train_only_datasets), which is the evaluate stage's test set
+    del extra["test"]
+    sets: dict[str, list[str] | None] = {"test": None, **extra}
     crops = read_crops(crops_index)
     synth = read_synthetic(synth_index)
     folds = assign_folds(crops, k, int(all_params.get("seed", 0)))
     work_dir = Path(work_dir)
     rows: list[dict[str, Any]] = []
+    held: list[pd.DataFrame] = []
     classes = list(config.classes)
     for f in range(k):
         c, s = fold_indexes(crops, synth, folds, f, k)
-        fold_dir = work_dir / f"fold{f + 1}"
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        c.to_csv(fold_dir / "crops.csv", index=False)
-        s.to_csv(fold_dir / "synthetic.csv", index=False)
-        paths = TrainPaths(
-            crops_index=fold_dir / "crops.csv",
-            synth_index=fold_dir / "synthetic.csv",
-            models_dir=fold_dir / "models",
-            plots_dir=fold_dir / "plots",
-            cache_dir=work_dir / "cache",
-        )
-        log(f"crossval {model_name}: fold {f + 1}/{k}")
-        summary = train_model(model_name, all_params, paths, track=False, log=log)
-        model, meta = load_model(paths.model_dir(model_name) / "model.pt")
-        # every held-out face is scored (max_samples limits what a profile trains on, not this)
-        held_out = select_samples(c, s, model_config(meta).replace(max_samples=None), "test")
-        if held_out.empty:
-            raise CrossValidationError(f"crossval: fold {f + 1} holds no images of {model_name}'s classes")
-        scored = score_samples(model, meta, held_out, 64, base, desc=f"{model_name} fold {f + 1}")
-        m = classification_metrics(scored.samples["label_idx"].to_numpy(), scored.scores, classes).metrics
-        row = {
-            "fold": f + 1,
-            "n": m["test/n"],
-            "accuracy": m["test/accuracy"],
-            "macro_f1": m["test/macro_f1"],
-            "train_seconds": summary.get("train_seconds"),
-        }
-        for cls in classes:
-            row[f"recall/{cls}"] = m[f"test/recall/{cls}"] if m[f"test/support/{cls}"] else None
+        model, meta, seconds = _train_fold(model_name, all_params, c, s, work_dir / f"fold{f + 1}", log, f, k)
+        row: dict[str, Any] = {"fold": f + 1, "train_seconds": seconds}
+        cfg = model_config(meta).replace(max_samples=None)  # every held-out face is scored
+        for name, datasets in sets.items():
+            samples = select_samples(c, s, cfg, "test", datasets=datasets)
+            if samples.empty:
+                if name == "test":
+                    raise CrossValidationError(
+                        f"crossval: fold {f + 1} holds no images of {model_name}'s classes"
+                    )
+                log(f"crossval {model_name}: fold {f + 1} holds no images of set '{name}': not scored")
+                continue
+            scored = score_samples(model, meta, samples, 64, base, desc=f"{model_name} fold {f + 1} {name}")
+            y = scored.samples["label_idx"].to_numpy()
+            m = classification_metrics(y, scored.scores, classes).metrics
+            key = "" if name == "test" else f"{name}/"
+            row[f"{key}n"] = m["test/n"]
+            row[f"{key}accuracy"] = m["test/accuracy"]
+            row[f"{key}macro_f1"] = m["test/macro_f1"]
+            for cls in classes:
+                row[f"{key}recall/{cls}"] = m[f"test/recall/{cls}"] if m[f"test/support/{cls}"] else None
+            frame = scored.samples[["path", "label", "dataset"]].copy()
+            frame.insert(0, "set", name)
+            frame.insert(0, "fold", f + 1)
+            frame["group"] = source_groups(scored.samples, crops, synth)
+            frame["predicted"] = [classes[i] for i in scored.scores.argmax(axis=1)]
+            for i, cls in enumerate(classes):
+                frame[f"p_{cls}"] = np.round(scored.scores[:, i], 6)
+            held.append(frame)
         rows.append(row)
         log(
-            f"crossval {model_name}: fold {f + 1}: n {row['n']}, macro_f1 {row['macro_f1']}, "
-            + ", ".join(f"{key} {row[key]}" for key in row if key.startswith("recall/"))
+            f"crossval {model_name}: fold {f + 1}: "
+            + ", ".join(f"{key} {v}" for key, v in row.items() if key not in ("fold", "train_seconds"))
         )
-    return CrossValidation(summarise(rows, k), pd.DataFrame(rows))
+    predictions = pd.concat(held, ignore_index=True)
+    metrics = summarise(rows, k)
+    for name in sets:
+        part = predictions[predictions["set"] == name]
+        if not part.empty:
+            prefix = "cv/" if name == "test" else f"cv/{name}/"
+            metrics.update(pooled_metrics(part, classes, prefix, ev.bootstrap_resamples, ev.bootstrap_seed))
+    return CrossValidation(metrics, pd.DataFrame(rows), predictions)
+
+
+def _train_fold(model_name, all_params, crops, synth, fold_dir: Path, log, f: int, k: int):
+    """One fold's model, trained by the engine on the fold's indexes: (model, meta, train seconds)."""
+    from maskpipe.training.artifact import load_model
+    from maskpipe.training.run import TrainPaths, train_model
+
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    crops.to_csv(fold_dir / "crops.csv", index=False)
+    synth.to_csv(fold_dir / "synthetic.csv", index=False)
+    paths = TrainPaths(
+        crops_index=fold_dir / "crops.csv",
+        synth_index=fold_dir / "synthetic.csv",
+        models_dir=fold_dir / "models",
+        plots_dir=fold_dir / "plots",
+        cache_dir=fold_dir.parent / "cache",
+    )
+    log(f"crossval {model_name}: fold {f + 1}/{k}")
+    summary = train_model(model_name, all_params, paths, track=False, log=log)
+    model, meta = load_model(paths.model_dir(model_name) / "model.pt")
+    return model, meta, summary.get("train_seconds")
