@@ -99,9 +99,8 @@ def fold_indexes(
 class CrossValidation:
     metrics: dict[str, Any]  # cv/... keys for metrics/cv.json
     folds: pd.DataFrame  # one row per fold: n, accuracy, macro_f1, recall per class (and per extra set)
-    predictions: (
-        pd.DataFrame
-    )  # every held-out face once per set: fold, set, path, label, predicted, p_<class>
+    # every held-out face once per set: fold, set, path, label, dataset, predicted, p_<class>, group
+    predictions: pd.DataFrame
 
 
 def summarise(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
@@ -141,10 +140,11 @@ def summary_lines(metrics: dict[str, Any], model_name: str) -> list[str]:
             lo, hi = metrics.get(f"{prefix}pooled/{metric}_lo"), metrics.get(f"{prefix}pooled/{metric}_hi")
             interval = f" [{lo}, {hi}]" if lo is not None else ""
             parts.append(f"{metric} {mean} +- {sd} over folds, pooled {pooled}{interval}")
+        recall = f"{prefix}pooled/recall/"
         recalls = [
-            f"{key[len(prefix) + 14 :]} {v} of {metrics.get(key.replace('/recall/', '/support/'))}"
+            f"{key.removeprefix(recall)} {v} of {metrics.get(key.replace('/recall/', '/support/'))}"
             for key, v in metrics.items()
-            if key.startswith(f"{prefix}pooled/recall/") and not key.endswith(("_lo", "_hi"))
+            if key.startswith(recall) and not key.endswith(("_lo", "_hi"))
         ]
         lines.append(f"{head} {'; '.join(parts)}; pooled recall: {', '.join(recalls)}")
     return lines
@@ -197,7 +197,7 @@ def cross_validate(
 ) -> CrossValidation:
     """Train ``model_name`` k times through ``train_model`` and score each held-out fold: the
     model's own datasets (``test``) and its ``evaluate.extra_sets``."""
-    from maskpipe.evaluation.evaluate import evaluation_sets, score_samples, source_groups
+    from maskpipe.evaluation.evaluate import evaluation_sets, prediction_frame, score_samples, source_groups
     from maskpipe.training.artifact import model_config
     from maskpipe.training.config import resolve_model_config
     from maskpipe.training.data import read_crops, read_synthetic, select_samples
@@ -243,13 +243,10 @@ def cross_validate(
             row[f"{key}macro_f1"] = m["test/macro_f1"]
             for cls in classes:
                 row[f"{key}recall/{cls}"] = m[f"test/recall/{cls}"] if m[f"test/support/{cls}"] else None
-            frame = scored.samples[["path", "label", "dataset"]].copy()
+            frame = prediction_frame(scored.samples, scored.scores, scored.scores.argmax(axis=1), classes)
             frame.insert(0, "set", name)
             frame.insert(0, "fold", f + 1)
             frame["group"] = source_groups(scored.samples, crops, synth)
-            frame["predicted"] = [classes[i] for i in scored.scores.argmax(axis=1)]
-            for i, cls in enumerate(classes):
-                frame[f"p_{cls}"] = np.round(scored.scores[:, i], 6)
             held.append(frame)
         rows.append(row)
         log(

@@ -258,6 +258,18 @@ def _write_set_outputs(
         plots.prediction_grid_png(items, folder / "predictions.png", f"{title}: right and wrong predictions")
 
 
+def prediction_frame(
+    samples: pd.DataFrame, scores: np.ndarray, predicted: np.ndarray, classes: Sequence[str]
+) -> pd.DataFrame:
+    """One row per scored image: path, label, dataset, predicted class and p_<class> (the layout
+    of a set's predictions.csv; the crossval stage writes its held-out faces the same way)."""
+    frame = samples[["path", "label", "dataset"]].copy()
+    frame["predicted"] = [classes[i] for i in predicted]
+    for i, c in enumerate(classes):
+        frame[f"p_{c}"] = significant(scores[:, i])
+    return frame
+
+
 def _classifier_set(
     name: str,
     scored: Scored,
@@ -288,11 +300,7 @@ def _classifier_set(
         folder, result, s_in, pred, p_in.max(axis=1), f"{model_name} - {name}", base, grid_size
     )
     plots.roc_png(result.rocs, folder / "roc.png", f"{model_name} - {name}: ROC")
-    frame = samples[["path", "label", "dataset"]].copy()
-    frame["predicted"] = [classes[i] for i in predicted_all]
-    for i, c in enumerate(classes):
-        frame[f"p_{c}"] = significant(scores[:, i])
-    write_csv(folder / "predictions.csv", frame)
+    write_csv(folder / "predictions.csv", prediction_frame(samples, scores, predicted_all, classes))
     metrics = {**result.metrics, **extra_metrics}
     return metrics, result.notes + notes, {"confusion": result.confusion.tolist(), "classes": classes}
 
