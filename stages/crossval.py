@@ -35,7 +35,12 @@ def main(
 ) -> None:
     import pandas as pd
 
-    from maskpipe.evaluation.crossval import CrossValidationError, cross_validate, summary_lines
+    from maskpipe.evaluation.crossval import (
+        CrossValidationError,
+        check_train_fraction,
+        cross_validate,
+        summary_lines,
+    )
     from maskpipe.io import write_csv, write_json
     from maskpipe.params import ParamsError, load_params
     from maskpipe.training.config import ConfigError
@@ -44,6 +49,13 @@ def main(
     try:
         all_params = load_params(params_file)
         cfg = all_params.get("crossval") or {}
+        unknown = sorted(set(cfg) - {"folds", "model", "train_fraction"})
+        if unknown:
+            raise CrossValidationError(
+                f"params.yaml: crossval has unknown keys {unknown} (folds, model, train_fraction)"
+            )
+        fraction = cfg.get("train_fraction", 1.0)
+        check_train_fraction(fraction)
         k = int(folds if folds is not None else cfg.get("folds", 0))
         name = model or cfg.get("model")
         if profile:
@@ -58,7 +70,13 @@ def main(
             raise CrossValidationError("params.yaml: crossval.model names no model")
         shutil.rmtree(work_dir / name, ignore_errors=True)  # fold models of an earlier run: never resumed
         cv = cross_validate(
-            name, all_params, k, crops_index=crops_index, synth_index=synth_index, work_dir=work_dir / name
+            name,
+            all_params,
+            k,
+            crops_index=crops_index,
+            synth_index=synth_index,
+            work_dir=work_dir / name,
+            train_fraction=fraction,
         )
     except (ParamsError, ConfigError, DataError, CrossValidationError, ValueError) as exc:
         typer.echo(f"crossval: {exc}", err=True)

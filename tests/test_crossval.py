@@ -18,8 +18,11 @@ from maskpipe.evaluation.crossval import (
     assign_folds,
     cross_validate,
     fold_indexes,
+    photo_keys,
+    photo_strata,
     summarise,
     summary_lines,
+    thin_train,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +104,34 @@ def test_folds_keep_each_photo_together_and_leave_the_test_split_out(tmp_path):
     assert "val" not in set(c2["split"])  # two folds: nothing to spare for validation
     with pytest.raises(CrossValidationError, match="folds must be >= 2"):
         assign_folds(crops, 1, seed=1)
+
+
+def test_a_learning_curve_point_thins_only_the_training_photos(tmp_path):
+    crops = pd.read_csv(make_photos(tmp_path, n_photos=64, faces=2), dtype=str)
+    c, _ = fold_indexes(crops, pd.DataFrame(), assign_folds(crops, 4, seed=1), 0, 4)
+    synth = pd.DataFrame(
+        {"synth_id": [f"s{i}" for i in range(len(c))], "source_face_id": c["face_id"], "split": c["split"]}
+    )
+    half, half_synth = thin_train(c, synth, 0.5, seed=7)
+    train = c["split"] == "train"
+    assert (half.loc[~train, "split"] == c.loc[~train, "split"]).all()  # val, test, unused: untouched
+    assert set(half.loc[train, "split"]) == {"train", "cv_unused"}
+    kept = half[half["split"] == "train"]
+    assert kept.groupby("source_image")["split"].size().eq(2).all()  # whole photos kept or dropped
+    # each stratum (dataset, the photo's rarest label) is halved, to the nearest photo
+    strata = photo_strata(c, train.to_numpy())
+    assert len(strata) > 1
+    kept_photos = set(photo_keys(kept))
+    for photos in strata.values():
+        assert abs(sum(p in kept_photos for p in photos) - len(photos) / 2) <= 0.5
+    assert abs(len(kept_photos) - c.loc[train, "source_image"].nunique() / 2) <= len(strata) / 2
+    assert (half_synth["split"] == half["split"].to_numpy()).all()  # synthetic faces follow their source
+    again, _ = thin_train(c, synth, 0.5, seed=7)
+    assert again["split"].equals(half["split"])  # seeded
+    assert thin_train(c, synth, 1.0, seed=7)[0] is c
+    for bad in (0, 1.5, "half", True):
+        with pytest.raises(CrossValidationError, match="train_fraction"):
+            thin_train(c, synth, bad, seed=7)
 
 
 def test_summary_gives_mean_spread_min_max():
@@ -211,3 +242,11 @@ def test_stage_off_by_default_and_refuses_a_oneclass_model(tmp_path):
         cmd + ["--folds", "2", "--model", "ae"], cwd=tmp_path, capture_output=True, text=True
     )
     assert bad.returncode == 1 and "one-class" in bad.stderr and "Traceback" not in bad.stderr
+    params["crossval"]["train_fraktion"] = 0.5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    typo = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert typo.returncode == 1 and "unknown keys ['train_fraktion']" in typo.stderr
+    params["crossval"] = {"folds": 0, "model": "three", "train_fraction": 0}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    zero = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert zero.returncode == 1 and "train_fraction must be a number in (0, 1], got 0" in zero.stderr

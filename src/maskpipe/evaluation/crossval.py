@@ -21,6 +21,11 @@ on synthetic masks: the held-out photos' real faces, which is what its target is
 Besides each fold's figures, every held-out face once, pooled over the folds: with a rare class
 (18 real incorrectly worn faces over 5 folds, 3-4 per fold) one pooled figure is steadier than
 the mean of five, and it gets a 95 % bootstrap interval resampled by source photo.
+
+A learning curve: ``train_fraction`` < 1 keeps that share of each fold's *training* photos (per
+stratum, seeded; a dropped photo's synthetic faces go with it) and leaves the validation and
+held-out folds whole, so the points of a curve are scored on the same faces. Whether more real
+photos would still pay is then a measurement, not a guess.
 """
 
 from __future__ import annotations
@@ -48,6 +53,24 @@ def photo_keys(crops: pd.DataFrame) -> pd.Series:
     return crops["dataset"].astype(str) + ":" + crops["source_image"].astype(str)
 
 
+def photo_strata(crops: pd.DataFrame, rows: np.ndarray) -> dict[tuple[str, str], list[str]]:
+    """The photos of the selected crop rows, filed under (dataset, the photo's rarest label),
+    rarest by the count of that label among the selected rows; each list sorted."""
+    photo = photo_keys(crops)
+    counts = crops[rows].groupby(["dataset", "label"]).size().to_dict()
+    labels_of: dict[str, set[str]] = defaultdict(set)
+    dataset_of: dict[str, str] = {}
+    for g, d, lab in zip(photo[rows], crops["dataset"][rows], crops["label"][rows], strict=True):
+        labels_of[g].add(lab)
+        dataset_of[g] = d
+    strata: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for g in sorted(labels_of):
+        d = dataset_of[g]
+        rarest = min(labels_of[g], key=lambda lab: (counts.get((d, lab), 0), lab))
+        strata[(d, rarest)].append(g)
+    return strata
+
+
 def assign_folds(crops: pd.DataFrame, k: int, seed: int) -> pd.Series:
     """Fold number (0..k-1) per crop row of the train / val pool, -1 for the test split."""
     if k < 2:
@@ -56,17 +79,7 @@ def assign_folds(crops: pd.DataFrame, k: int, seed: int) -> pd.Series:
         raise CrossValidationError("the crop index has no source_image column (rerun the crop stage)")
     pool = crops["split"].isin(POOL_SPLITS).to_numpy()
     photo = photo_keys(crops)
-    counts = crops[pool].groupby(["dataset", "label"]).size().to_dict()
-    labels_of: dict[str, set[str]] = defaultdict(set)
-    dataset_of: dict[str, str] = {}
-    for g, d, lab in zip(photo[pool], crops["dataset"][pool], crops["label"][pool], strict=True):
-        labels_of[g].add(lab)
-        dataset_of[g] = d
-    strata: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for g in sorted(labels_of):
-        d = dataset_of[g]
-        rarest = min(labels_of[g], key=lambda lab: (counts.get((d, lab), 0), lab))
-        strata[(d, rarest)].append(g)
+    strata = photo_strata(crops, pool)
     rng = np.random.default_rng(seed)
     fold_of: dict[str, int] = {}
     offset = 0
@@ -95,6 +108,36 @@ def fold_indexes(
     return c, s
 
 
+def check_train_fraction(fraction: float) -> None:
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        raise CrossValidationError(f"crossval.train_fraction must be a number in (0, 1], got {fraction!r}")
+
+
+def thin_train(
+    crops: pd.DataFrame, synth: pd.DataFrame, fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep ``fraction`` of the training photos of each stratum (at least one), mark the rest
+    ``cv_unused`` with their synthetic faces; val and test rows are left as they are."""
+    check_train_fraction(fraction)
+    if fraction == 1:
+        return crops, synth
+    train = (crops["split"] == "train").to_numpy()
+    rng = np.random.default_rng(seed)
+    keep: set[str] = set()
+    strata = photo_strata(crops, train)
+    for key in sorted(strata):
+        groups = strata[key]
+        n = max(1, round(fraction * len(groups)))
+        keep.update(groups[i] for i in rng.permutation(len(groups))[:n])
+    drop = train & ~photo_keys(crops).isin(keep).to_numpy()
+    c = crops.assign(split=np.where(drop, UNUSED, crops["split"]))
+    s = synth.copy()
+    if not s.empty:
+        of_face = dict(zip(c["face_id"], c["split"], strict=True))
+        s["split"] = [of_face.get(f, UNUSED) for f in s["source_face_id"]]
+    return c, s
+
+
 @dataclass
 class CrossValidation:
     metrics: dict[str, Any]  # cv/... keys for metrics/cv.json
@@ -108,7 +151,7 @@ def summarise(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
     out: dict[str, Any] = {"cv/folds": k}
     frame = pd.DataFrame(rows)
     for col in frame.columns:
-        if col in ("fold", "n", "train_seconds") or col.endswith("/n"):
+        if col in ("fold", "n", "train_seconds", "train_n") or col.endswith("/n"):
             continue
         v = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
         v = v[np.isfinite(v)]
@@ -192,11 +235,13 @@ def cross_validate(
     crops_index: Path,
     synth_index: Path,
     work_dir: Path,
+    train_fraction: float = 1.0,
     base: Path = Path("."),
     log: Callable[[str], None] = print,
 ) -> CrossValidation:
     """Train ``model_name`` k times through ``train_model`` and score each held-out fold: the
-    model's own datasets (``test``) and its ``evaluate.extra_sets``."""
+    model's own datasets (``test``) and its ``evaluate.extra_sets``. ``train_fraction`` < 1:
+    each fold trains on that share of its training photos (``thin_train``)."""
     from maskpipe.evaluation.evaluate import evaluation_sets, prediction_frame, score_samples, source_groups
     from maskpipe.training.artifact import model_config
     from maskpipe.training.config import resolve_model_config
@@ -215,15 +260,21 @@ def cross_validate(
     sets: dict[str, list[str] | None] = {"test": None, **extra}
     crops = read_crops(crops_index)
     synth = read_synthetic(synth_index)
-    folds = assign_folds(crops, k, int(all_params.get("seed", 0)))
+    seed = int(all_params.get("seed", 0))
+    folds = assign_folds(crops, k, seed)
+    check_train_fraction(train_fraction)  # before any training
     work_dir = Path(work_dir)
     rows: list[dict[str, Any]] = []
     held: list[pd.DataFrame] = []
     classes = list(config.classes)
     for f in range(k):
-        c, s = fold_indexes(crops, synth, folds, f, k)
+        c, s = thin_train(*fold_indexes(crops, synth, folds, f, k), train_fraction, seed + f)
         model, meta, seconds = _train_fold(model_name, all_params, c, s, work_dir / f"fold{f + 1}", log, f, k)
-        row: dict[str, Any] = {"fold": f + 1, "train_seconds": seconds}
+        row: dict[str, Any] = {
+            "fold": f + 1,
+            "train_seconds": seconds,
+            "train_n": int((c["split"] == "train").sum()),
+        }
         cfg = model_config(meta).replace(max_samples=None)  # every held-out face is scored
         for name, datasets in sets.items():
             samples = select_samples(c, s, cfg, "test", datasets=datasets)
@@ -255,6 +306,7 @@ def cross_validate(
         )
     predictions = pd.concat(held, ignore_index=True)
     metrics = summarise(rows, k)
+    metrics["cv/train_fraction"] = train_fraction
     for name in sets:
         part = predictions[predictions["set"] == name]
         if not part.empty:
