@@ -93,6 +93,16 @@ def assign_folds(crops: pd.DataFrame, k: int, seed: int) -> pd.Series:
     )
 
 
+def follow_sources(crops: pd.DataFrame, synth: pd.DataFrame) -> pd.DataFrame:
+    """The synthetic index with each face in its source face's split (``cv_unused`` when the
+    source is not in ``crops``): a synthetic face never crosses from training into scoring."""
+    s = synth.copy()
+    if not s.empty:
+        of_face = dict(zip(crops["face_id"], crops["split"], strict=True))
+        s["split"] = [of_face.get(f, UNUSED) for f in s["source_face_id"]]
+    return s
+
+
 def fold_indexes(
     crops: pd.DataFrame, synth: pd.DataFrame, folds: pd.Series, fold: int, k: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -101,11 +111,7 @@ def fold_indexes(
     split = np.where(folds == fold, "test", np.where(folds == val_fold, "val", "train"))
     split = np.where(folds < 0, UNUSED, split)
     c = crops.assign(split=split)
-    s = synth.copy()
-    if not s.empty:
-        of_face = dict(zip(c["face_id"], c["split"], strict=True))
-        s["split"] = [of_face.get(f, UNUSED) for f in s["source_face_id"]]
-    return c, s
+    return c, follow_sources(c, synth)
 
 
 def check_train_fraction(fraction: float) -> None:
@@ -131,11 +137,7 @@ def thin_train(
         keep.update(groups[i] for i in rng.permutation(len(groups))[:n])
     drop = train & ~photo_keys(crops).isin(keep).to_numpy()
     c = crops.assign(split=np.where(drop, UNUSED, crops["split"]))
-    s = synth.copy()
-    if not s.empty:
-        of_face = dict(zip(c["face_id"], c["split"], strict=True))
-        s["split"] = [of_face.get(f, UNUSED) for f in s["source_face_id"]]
-    return c, s
+    return c, follow_sources(c, synth)
 
 
 @dataclass
@@ -262,7 +264,6 @@ def cross_validate(
     synth = read_synthetic(synth_index)
     seed = int(all_params.get("seed", 0))
     folds = assign_folds(crops, k, seed)
-    check_train_fraction(train_fraction)  # before any training
     work_dir = Path(work_dir)
     rows: list[dict[str, Any]] = []
     held: list[pd.DataFrame] = []
